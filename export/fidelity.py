@@ -1,0 +1,43 @@
+"""How far a variant's probabilities move from the fp32 model's, image by image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepfake_edge.labels import softmax
+from deepfake_edge.session import create_session
+
+from .sample_images import NamedImage
+
+
+def run_per_image(model: Path, pixel_values: np.ndarray) -> np.ndarray:
+    """Logits, one image per call: how the runtime serves dynamic-quantized variants."""
+    session = create_session(model)
+    return np.concatenate([session.run(["logits"], {"pixel_values": pixel_values[i : i + 1]})[0] for i in range(len(pixel_values))])
+
+
+def compare(
+    reference_logits: np.ndarray,
+    candidate_logits: np.ndarray,
+    images: list[NamedImage],
+    labels: tuple[str, ...],
+    positive: str | None,
+) -> dict[str, Any]:
+    """Label agreement and |Δp| of the positive label (all labels if it is not among them)."""
+    ref, cand = softmax(reference_logits), softmax(candidate_logits)
+    columns = [labels.index(positive)] if positive in labels else list(range(len(labels)))
+    delta = np.abs(ref[:, columns] - cand[:, columns]).max(axis=1)
+    worst = int(delta.argmax())
+    return {
+        "images": len(images),
+        "measured_on": "fp32 ONNX of the same checkpoint, one image per run",
+        "positive_label": positive if positive in labels else None,
+        "label_agreement": float((ref.argmax(1) == cand.argmax(1)).mean()),
+        "max_abs_dp": float(delta.max()),
+        "mean_abs_dp": float(delta.mean()),
+        "max_abs_logit_diff": float(np.abs(reference_logits - candidate_logits).max()),
+        "worst_image": images[worst].name,
+    }

@@ -1,0 +1,17 @@
+"""Keep the export's stderr readable: our step lines, not third-party chatter."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+def quiet_third_party_logs() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    for name in ("optimum", "onnxruntime", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # TracerWarnings from torch.jit tracing SigLIP's python control flow are expected.
+    warnings.filterwarnings("ignore", module=r"torch\..*")
+    warnings.filterwarnings("ignore", module=r"transformers\..*")

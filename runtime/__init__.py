@@ -1,0 +1,56 @@
+"""deepfake-edge: a torch-free ONNX runtime for SigLIP deepfake-image classifiers.
+
+The base install needs numpy, Pillow and onnxruntime only; importing this
+package never imports torch, transformers or optimum.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .detector import Detector
+from .errors import (
+    BatchError,
+    BundleError,
+    BundleFileMissingError,
+    BundleMismatchError,
+    ChecksumMismatchError,
+    DeepfakeEdgeError,
+    ExtraNotInstalledError,
+    ImageDecodeError,
+    ImageError,
+    ImageReadError,
+    ImageTooLargeError,
+    UnsupportedBundleError,
+    UnsupportedInputError,
+)
+from .images import DEFAULT_MAX_PIXELS
+from .preprocess import PreprocessConfig
+from .results import Failure, Prediction
+
+try:
+    __version__ = version("deepfake-edge")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "BatchError",
+    "BundleError",
+    "BundleFileMissingError",
+    "BundleMismatchError",
+    "ChecksumMismatchError",
+    "DeepfakeEdgeError",
+    "Detector",
+    "ExtraNotInstalledError",
+    "Failure",
+    "ImageDecodeError",
+    "ImageError",
+    "ImageReadError",
+    "ImageTooLargeError",
+    "Prediction",
+    "PreprocessConfig",
+    "UnsupportedBundleError",
+    "UnsupportedInputError",
+    "__version__",
+]

@@ -1,0 +1,214 @@
+"""``Detector``: the public facade that ties bundle, preprocessing and session together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from .bundle import Bundle
+from .errors import BatchError, BundleMismatchError, ImageError
+from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input, load_rgb
+from .labels import decide, softmax
+from .manifest import Variant
+from .preprocess import preprocess
+from .results import Failure, Prediction
+from .session import create_session
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "Detector"]
+
+INPUT_NAME = "pixel_values"
+OUTPUT_NAME = "logits"  # picked by name: other exports may add outputs
+
+
+def _as_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
+    return [images] if is_single_input(images) else list(images)  # type: ignore[list-item,arg-type]
+
+
+class Detector:
+    """A loaded bundle variant, ready to classify images. Thread-safe.
+
+    >>> det = Detector.load("bundle/")                      # doctest: +SKIP
+    >>> det.predict(["a.jpg", "b.png"])[0].label            # doctest: +SKIP
+    'fake'
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        variant_name: str,
+        variant: Variant,
+        session: ort.InferenceSession,
+        *,
+        threshold: float | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.bundle = bundle
+        self.variant_name = variant_name
+        self.variant = variant
+        self.session = session
+        self.threshold = threshold if threshold is not None else bundle.manifest.decision.threshold
+        self.max_pixels = max_pixels
+        self._check_io()
+
+    @classmethod
+    def load(
+        cls,
+        bundle_dir: str | Path,
+        variant: str | None = None,
+        *,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        verify: bool = True,
+        threshold: float | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> Detector:
+        """Open ``bundle_dir`` and create a session for ``variant`` (the manifest's default if None).
+
+        ``verify`` checks the model file's sha256 against the manifest.
+        ``threshold`` overrides the bundle's decision threshold on P(positive label).
+        ``max_pixels`` refuses larger images before decoding (None disables the check).
+        """
+        bundle = Bundle.open(bundle_dir)
+        name, spec = bundle.variant(variant)
+        session = create_session(bundle.model_path(spec, verify=verify), threads=threads, providers=providers)
+        return cls(bundle, name, spec, session, threshold=threshold, max_pixels=max_pixels)
+
+    # -- properties -------------------------------------------------------
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.bundle.labels
+
+    @property
+    def positive_label(self) -> str | None:
+        return self.bundle.manifest.decision.positive_label
+
+    def _check_io(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        model = self.bundle.root / self.variant.file
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+            raise BundleMismatchError(
+                f"{model}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
+                f"found inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+            )
+        shape = inputs[INPUT_NAME].shape
+        cfg = self.bundle.preprocess
+        if len(shape) != 4 or (isinstance(shape[2], int) and isinstance(shape[3], int) and (shape[2], shape[3]) != (cfg.height, cfg.width)):
+            raise BundleMismatchError(
+                f"{self.bundle.root / 'preprocessor_config.json'}: size {cfg.height}x{cfg.width} "
+                f"does not match the model input {shape} of {model}"
+            )
+        width = outputs[OUTPUT_NAME].shape[-1]
+        if isinstance(width, int) and width != len(self.labels):
+            raise BundleMismatchError(
+                f"{self.bundle.root / 'config.json'}: id2label has {len(self.labels)} labels "
+                f"but {model} outputs {width} logits"
+            )
+
+    # -- the pipeline ------------------------------------------------------
+    def load_image(self, image: ImageInput, index: int = 0):  # noqa: ANN201 - PIL.Image.Image
+        """Decode one input to RGB, with this detector's pixel limit."""
+        return load_rgb(image, name=describe_source(image, index), max_pixels=self.max_pixels)
+
+    def preprocess(self, images: ImageInput | Iterable[ImageInput]) -> np.ndarray:
+        """float32 NCHW: exactly the tensor the model receives. Raises ``ImageError`` on a bad input."""
+        items = _as_list(images)
+        tensors = [preprocess(self.load_image(img, i), self.bundle.preprocess) for i, img in enumerate(items)]
+        cfg = self.bundle.preprocess
+        if not tensors:
+            return np.zeros((0, 3, cfg.height, cfg.width), np.float32)
+        return np.stack(tensors)
+
+    def logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        """Run the model on an NCHW batch.
+
+        Dynamically quantized variants are run one image at a time, because their
+        activation scale is computed over the whole batch: batching would make an
+        image's result depend on its neighbours.
+        """
+        if pixel_values.shape[0] == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        if self.variant.batch_invariant or pixel_values.shape[0] == 1:
+            return self.session.run([OUTPUT_NAME], {INPUT_NAME: pixel_values})[0]
+        return np.concatenate(
+            [self.session.run([OUTPUT_NAME], {INPUT_NAME: pixel_values[i : i + 1]})[0] for i in range(len(pixel_values))]
+        )
+
+    def _predictions(self, sources: list[str], pixel_values: np.ndarray) -> list[Prediction]:
+        probs = softmax(self.logits(pixel_values))
+        return [
+            Prediction(
+                source=src,
+                label=decide(p, self.labels, self.positive_label, self.threshold),
+                scores={label: float(v) for label, v in zip(self.labels, p)},
+            )
+            for src, p in zip(sources, probs)
+        ]
+
+    def iter_predict(
+        self, images: ImageInput | Iterable[ImageInput], *, batch_size: int = 8
+    ) -> Iterator[Prediction | Failure]:
+        """Yield one result per input, in input order; a bad input yields a ``Failure``.
+
+        At most ``batch_size`` decoded images are held in memory at once.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        items: Iterable[ImageInput] = [images] if is_single_input(images) else images  # type: ignore[list-item]
+        pending: list[Prediction | Failure | None] = []  # None marks a slot awaiting the model
+        sources: list[str] = []
+        tensors: list[np.ndarray] = []
+
+        def flush() -> Iterator[Prediction | Failure]:
+            done = iter(self._predictions(sources, np.stack(tensors))) if tensors else iter(())
+            for slot in pending:
+                yield slot if slot is not None else next(done)
+            pending.clear()
+            sources.clear()
+            tensors.clear()
+
+        for index, image in enumerate(items):
+            name = describe_source(image, index)
+            try:
+                tensor = preprocess(self.load_image(image, index), self.bundle.preprocess)
+            except ImageError as exc:
+                pending.append(Failure(source=name, error=exc))
+                continue
+            pending.append(None)
+            sources.append(name)
+            tensors.append(tensor)
+            if len(tensors) >= batch_size:
+                yield from flush()
+        yield from flush()
+
+    def predict(
+        self,
+        images: ImageInput | Iterable[ImageInput],
+        *,
+        batch_size: int = 8,
+        on_error: Literal["raise", "return"] = "raise",
+    ) -> list[Prediction | Failure]:
+        """Classify every input; results are in input order.
+
+        A bad input never stops the others. With ``on_error="raise"`` (default)
+        any failure raises :class:`BatchError` *after* all inputs were processed;
+        its ``results`` holds every ``Prediction`` and ``Failure``. With
+        ``on_error="return"`` those ``Failure`` entries are returned in the list.
+        """
+        if on_error not in ("raise", "return"):
+            raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+        results = list(self.iter_predict(images, batch_size=batch_size))
+        if on_error == "raise" and any(isinstance(r, Failure) for r in results):
+            raise BatchError(results)
+        return results
+
+    def predict_one(self, image: ImageInput) -> Prediction:
+        """Classify a single image; a bad input raises its ``ImageError``."""
+        result = next(self.iter_predict(image, batch_size=1))
+        if isinstance(result, Failure):
+            raise result.error
+        return result

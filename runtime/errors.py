@@ -1,0 +1,126 @@
+"""Every error deepfake-edge raises on purpose.
+
+The tree, with the built-in each one refines (so ``except ValueError`` keeps
+working for callers who do not know this package)::
+
+    DeepfakeEdgeError
+    ├── ImageError (ValueError)                an input could not be classified
+    │   ├── ImageReadError (OSError)           missing/unreadable file, bad file object
+    │   ├── ImageDecodeError                   not an image, truncated, corrupt
+    │   ├── ImageTooLargeError                 over the pixel limit (decompression bomb)
+    │   └── UnsupportedInputError (TypeError)  an object that is not an image source
+    ├── BundleError (ValueError)               a bundle cannot be used
+    │   ├── BundleFileMissingError (FileNotFoundError)
+    │   ├── ChecksumMismatchError              a file differs from its manifest sha256
+    │   ├── UnsupportedBundleError             unknown format version / processor type
+    │   └── BundleMismatchError                files that disagree with each other
+    ├── BatchError                             ``predict(on_error="raise")`` had failures;
+    │                                          carries every result, nothing is lost
+    └── ExtraNotInstalledError (ImportError)   an optional extra is missing
+
+Messages name the input or file and say what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .results import Failure, Prediction
+
+__all__ = [
+    "BatchError",
+    "BundleError",
+    "BundleFileMissingError",
+    "BundleMismatchError",
+    "ChecksumMismatchError",
+    "DeepfakeEdgeError",
+    "ExtraNotInstalledError",
+    "ImageDecodeError",
+    "ImageError",
+    "ImageReadError",
+    "ImageTooLargeError",
+    "UnsupportedBundleError",
+    "UnsupportedInputError",
+]
+
+
+class DeepfakeEdgeError(Exception):
+    """Base class of every error raised on purpose by deepfake-edge."""
+
+
+class ImageError(DeepfakeEdgeError, ValueError):
+    """An input image could not be turned into model input.
+
+    ``source`` is a printable name for the input (its path, or ``<bytes #3>``).
+    """
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+        self.reason = message
+
+
+class ImageReadError(ImageError, OSError):
+    """The input's bytes could not be read (missing file, permissions, closed stream)."""
+
+
+class ImageDecodeError(ImageError):
+    """The bytes are not a decodable image (unknown format, truncated or corrupt data)."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image declares more pixels than allowed; refused before decoding."""
+
+
+class UnsupportedInputError(ImageError, TypeError):
+    """The object is not a path, bytes, binary file, PIL image or HWC uint8 array."""
+
+
+class BundleError(DeepfakeEdgeError, ValueError):
+    """A model bundle cannot be loaded; raised by ``Detector.load``, never during inference."""
+
+
+class BundleFileMissingError(BundleError, FileNotFoundError):
+    """A file the bundle needs is absent."""
+
+
+class ChecksumMismatchError(BundleError):
+    """A bundle file's sha256 differs from the one recorded in ``manifest.json``."""
+
+
+class UnsupportedBundleError(BundleError):
+    """The bundle uses a format version or image processor this runtime does not know."""
+
+
+class BundleMismatchError(BundleError):
+    """Bundle files disagree (e.g. label count vs. model output width)."""
+
+
+class BatchError(DeepfakeEdgeError):
+    """Some inputs of a ``predict`` call failed.
+
+    Nothing is lost: ``results`` holds one entry per input, in order, each a
+    ``Prediction`` or a ``Failure``.
+    """
+
+    def __init__(self, results: Sequence[Prediction | Failure]) -> None:
+        from .results import Failure
+
+        self.results = list(results)
+        self.failures = [r for r in self.results if isinstance(r, Failure)]
+        first = self.failures[0].error if self.failures else None
+        super().__init__(f"{len(self.failures)} of {len(self.results)} inputs failed; first: {first}")
+
+
+class ExtraNotInstalledError(DeepfakeEdgeError, ImportError):
+    """An optional dependency group is missing; the message gives the pip command."""
+
+    def __init__(self, extra: str, missing: str) -> None:
+        super().__init__(
+            f"this feature needs the [{extra}] extra ({missing} is not installed); "
+            f"install it with: pip install 'deepfake-edge[{extra}]'"
+        )
+        self.extra = extra
+        self.missing = missing

@@ -1,0 +1,55 @@
+"""Scores and labels: a stable softmax and the decision rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleFileMissingError, BundleMismatchError, UnsupportedBundleError
+
+__all__ = ["decide", "read_labels", "softmax"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, max-subtracted so large logits cannot overflow."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    """Labels in output order, from ``config.json``'s ``id2label``."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleFileMissingError(f"{path}: model config is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise UnsupportedBundleError(f"{path}: not readable JSON ({exc})") from exc
+    id2label = config.get("id2label") if isinstance(config, dict) else None
+    if not isinstance(id2label, dict) or not id2label:
+        raise BundleMismatchError(f"{path}: expected a non-empty id2label mapping")
+    try:
+        ids = sorted(int(k) for k in id2label)
+    except ValueError as exc:
+        raise BundleMismatchError(f"{path}: id2label keys must be integers, got {sorted(id2label)}") from exc
+    if ids != list(range(len(ids))):
+        raise BundleMismatchError(f"{path}: id2label keys must be 0..{len(ids) - 1}, got {ids}")
+    labels = tuple(str(id2label[str(i)] if str(i) in id2label else id2label[i]) for i in ids)
+    if len(set(labels)) != len(labels):
+        raise BundleMismatchError(f"{path}: id2label has duplicate names {labels}")
+    return labels
+
+
+def decide(probs: np.ndarray, labels: tuple[str, ...], positive: str | None, threshold: float | None) -> str:
+    """Argmax, unless a threshold is set: then ``positive`` wins iff P(positive) >= threshold."""
+    if threshold is None or positive is None or positive not in labels:
+        return labels[int(np.argmax(probs))]
+    p = labels.index(positive)
+    if probs[p] >= threshold:
+        return positive
+    rest = probs.copy()
+    rest[p] = -1.0
+    return labels[int(np.argmax(rest))]

@@ -1,0 +1,130 @@
+"""A numpy + Pillow replica of transformers' ``SiglipImageProcessor`` (the slow one).
+
+It is what ``AutoImageProcessor`` returns when torchvision is absent, i.e. the
+model card's code path, and our output is required to be *bit-identical* to it.
+The steps and their exact dtypes follow ``SiglipImageProcessor.preprocess`` and
+``transformers.image_transforms`` (4.4x-4.57):
+
+1. ``resize``: PIL ``Image.resize((width, height), resample, reducing_gap=None)``
+   on the uint8 RGB image;
+2. ``rescale``: ``image.astype(float64) * rescale_factor``, then cast to float32;
+3. ``normalize``: ``(image - mean) / std`` with mean/std as float32 arrays, so the
+   arithmetic stays in float32 (uint8 input is cast to float32 first);
+4. HWC -> CHW.
+
+Everything is read from ``preprocessor_config.json``; nothing is hard-coded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import BundleFileMissingError, BundleMismatchError, UnsupportedBundleError
+
+__all__ = ["SUPPORTED_PROCESSORS", "PreprocessConfig", "normalize", "preprocess", "rescale", "resize"]
+
+#: ``image_processor_type`` values whose behaviour this module reproduces. The
+#: fast (torchvision) variant is accepted because checkpoints saved with it keep
+#: the same settings; we reproduce the slow path, which the model card uses.
+SUPPORTED_PROCESSORS = frozenset({"SiglipImageProcessor", "SiglipImageProcessorFast"})
+
+
+def _channels(value: float | Sequence[float], key: str, source: str) -> tuple[float, ...]:
+    # transformers accepts a scalar and repeats it per channel.
+    if isinstance(value, (int, float)):
+        return (float(value),) * 3
+    values = tuple(float(v) for v in value)
+    if len(values) != 3:
+        raise BundleMismatchError(f"{source}: {key} must have 3 values (RGB), got {len(values)}")
+    return values
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The settings of ``SiglipImageProcessor`` that shape the model input."""
+
+    height: int
+    width: int
+    do_resize: bool = True
+    resample: int = 3  # PIL.Image.Resampling.BICUBIC, SiglipImageProcessor's default
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = True
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "preprocessor_config.json") -> PreprocessConfig:
+        kind = data.get("image_processor_type", "SiglipImageProcessor")
+        if kind not in SUPPORTED_PROCESSORS:
+            raise UnsupportedBundleError(
+                f"{source}: image_processor_type {kind!r} is not supported; expected one of {sorted(SUPPORTED_PROCESSORS)}"
+            )
+        size = data.get("size", {"height": 224, "width": 224})
+        if not isinstance(size, Mapping) or "height" not in size or "width" not in size:
+            raise UnsupportedBundleError(f"{source}: size must be {{'height': H, 'width': W}}, got {size!r}")
+        # Defaults are SiglipImageProcessor.__init__'s, used when a key is absent.
+        mean = _channels(data.get("image_mean", 0.5), "image_mean", source)
+        std = _channels(data.get("image_std", 0.5), "image_std", source)
+        if any(s == 0 for s in std):
+            raise BundleMismatchError(f"{source}: image_std must be non-zero, got {std}")
+        return cls(
+            height=int(size["height"]),
+            width=int(size["width"]),
+            do_resize=bool(data.get("do_resize", True)),
+            resample=int(data.get("resample", 3)),
+            do_rescale=bool(data.get("do_rescale", True)),
+            rescale_factor=float(data.get("rescale_factor", 1 / 255)),
+            do_normalize=bool(data.get("do_normalize", True)),
+            image_mean=mean,  # type: ignore[arg-type]
+            image_std=std,  # type: ignore[arg-type]
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> PreprocessConfig:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise BundleFileMissingError(f"{path}: preprocessor config is missing") from exc
+        except (OSError, ValueError) as exc:
+            raise UnsupportedBundleError(f"{path}: not readable JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise UnsupportedBundleError(f"{path}: expected a JSON object")
+        return cls.from_dict(data, source=str(path))
+
+
+def resize(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """HWC uint8; PIL takes ``(width, height)``, the config stores height first."""
+    if config.do_resize:
+        image = image.resize((config.width, config.height), resample=Image.Resampling(config.resample), reducing_gap=None)
+    array = np.asarray(image)
+    return array if array.ndim == 3 else array[:, :, None]
+
+
+def rescale(array: np.ndarray, factor: float) -> np.ndarray:
+    """transformers ``rescale``: multiply in float64, then downcast to float32."""
+    return (array.astype(np.float64) * factor).astype(np.float32)
+
+
+def normalize(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """transformers ``normalize``: float32 arithmetic with float32 mean/std."""
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    return (array - np.asarray(mean, dtype=array.dtype)) / np.asarray(std, dtype=array.dtype)
+
+
+def preprocess(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """One RGB image -> the float32 CHW tensor the model receives."""
+    array: np.ndarray = resize(image, config)
+    if config.do_rescale:
+        array = rescale(array, config.rescale_factor)
+    if config.do_normalize:
+        array = normalize(array, config.image_mean, config.image_std)
+    return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
