@@ -427,14 +427,19 @@ def transplant(graph: DinoV2Graph, *, seed: int = 0) -> SiglipForImageClassifica
 
     torch.manual_seed(seed)  # construction draws random init; make even that reproducible
     model = SiglipForImageClassification(make_config()).eval()
-    state = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in siglip_state_dict(graph.weights).items()}
+    state = {
+        k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+        for k, v in siglip_state_dict(graph.weights).items()
+    }
     state["classifier.weight"] = torch.zeros(len(ID2LABEL), HIDDEN_SIZE)
     state["classifier.bias"] = torch.zeros(len(ID2LABEL))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if expected != got:
-        raise ProxyBuildError(f"state dict mismatch: missing {set(expected) - set(got)}, extra {set(got) - set(expected)}, "
-                              f"shapes {[k for k in expected if k in got and expected[k] != got[k]]}")
+        raise ProxyBuildError(
+            f"state dict mismatch: missing {set(expected) - set(got)}, extra {set(got) - set(expected)}, "
+            f"shapes {[k for k in expected if k in got and expected[k] != got[k]]}"
+        )
     model.load_state_dict(state, strict=True)
     return model
 
@@ -622,7 +627,9 @@ def fit_head(
         heldout_p_fake_quantiles={
             q: float(np.quantile(p_fake, float(q))) for q in ("0", "0.1", "0.25", "0.5", "0.75", "0.9", "1")
         },
-        heldout_p_fake_histogram={f"[{lo:g},{hi:g})": int(n) for lo, hi, n in zip(edges[:-1], edges[1:], hist, strict=True)},
+        heldout_p_fake_histogram={
+            f"[{lo:g},{hi:g})": int(n) for lo, hi, n in zip(edges[:-1], edges[1:], hist, strict=True)
+        },
     )
 
 
@@ -642,6 +649,9 @@ class BuildSummary:
 
 
 def _build(out_dir: Path, seed: int) -> BuildSummary:
+    # First, before the heavy imports: a missing wheel should fail fast with the fix.
+    onnx_path = locate_onnx()
+
     import onnx
     import torch
     from transformers import AutoImageProcessor, SiglipForImageClassification
@@ -649,7 +659,6 @@ def _build(out_dir: Path, seed: int) -> BuildSummary:
     from deepfake_edge.export.sample_images import photos
 
     t0 = time.perf_counter()
-    onnx_path = locate_onnx()
     onnx_model = onnx.load(str(onnx_path))
     graph = read_dinov2_graph(onnx_model)
     processor = make_image_processor()

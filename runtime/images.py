@@ -18,7 +18,7 @@ from typing import IO, Union
 import numpy as np
 from PIL import Image
 
-from .errors import ImageDecodeError, ImageReadError, ImageTooLargeError, UnsupportedInputError
+from .errors import ImageDecodeError, ImageError, ImageReadError, ImageTooLargeError, UnsupportedInputError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "describe_source", "is_single_input", "load_rgb", "to_rgb"]
 
@@ -84,6 +84,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _rgb(image: Image.Image, name: str) -> Image.Image:
+    try:
+        return to_rgb(image)
+    except (ValueError, OSError) as exc:  # e.g. PIL has no "La" -> RGB conversion
+        raise ImageDecodeError(name, f"cannot convert PIL mode {image.mode!r} to RGB ({exc})") from exc
+
+
 def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None:
     width, height = image.size
     if width <= 0 or height <= 0:
@@ -107,13 +114,17 @@ def _decode(fp: IO[bytes] | str | os.PathLike[str], name: str, max_pixels: int |
             _check_pixels(image, name, max_pixels)
             image.seek(0)  # animated formats: always the first frame
             image.load()
-            return to_rgb(image)
+    except ImageError:
+        raise  # our own checks above (ImageError refines ValueError, listed below)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(name, str(exc)) from exc
+        # PIL refuses > 2 x Image.MAX_IMAGE_PIXELS inside Image.open, before our
+        # own check can run; its message carries the declared size.
+        raise ImageTooLargeError(name, f"refused before decoding: {exc}") from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageDecodeError(name, "not a recognised image format") from exc
     except _DECODER_FAILURES as exc:
         raise ImageDecodeError(name, f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from exc
+    return _rgb(image, name)
 
 
 def _from_array(array: np.ndarray, name: str) -> Image.Image:
@@ -129,7 +140,7 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
         raise UnsupportedInputError(name, f"numpy images must be HW or HWC with 1, 3 or 4 channels, got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageDecodeError(name, f"image has an empty shape {array.shape}")
-    return to_rgb(Image.fromarray(np.ascontiguousarray(array), mode))
+    return _rgb(Image.fromarray(np.ascontiguousarray(array), mode), name)
 
 
 def load_rgb(source: ImageInput, *, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -141,9 +152,9 @@ def load_rgb(source: ImageInput, *, name: str | None = None, max_pixels: int | N
     if isinstance(source, Image.Image):
         try:
             source.load()
-            return to_rgb(source)
         except _DECODER_FAILURES as exc:
-            raise ImageDecodeError(name, f"PIL image could not be converted to RGB ({exc})") from exc
+            raise ImageDecodeError(name, f"PIL image could not be loaded ({type(exc).__name__}: {exc})") from exc
+        return _rgb(source, name)
     if isinstance(source, np.ndarray):
         return _from_array(source, name)
     if isinstance(source, (bytes, bytearray, memoryview)):

@@ -1,0 +1,29 @@
+"""Importing deepfake_edge and predicting must never load torch, transformers or optimum."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("torch", "transformers", "optimum", "onnx", "tqdm")
+
+
+def test_import_and_predict_stay_light(binary_bundle: Path, photo_paths: list[Path]) -> None:
+    code = f"""
+import json, sys
+import deepfake_edge
+from deepfake_edge import Detector
+from deepfake_edge.cli import build_parser
+build_parser()  # the CLI registry must not pull heavy modules either
+detector = Detector.load({str(binary_bundle)!r})
+result = detector.predict_one({str(photo_paths[0])!r})
+print(json.dumps({{"label": result.label, "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["label"] in {"fake", "real"}
+    # onnx (the Python package) and tqdm are not runtime dependencies either
+    assert out["loaded"] == []
