@@ -1,0 +1,1 @@
+"""Classification report, variant agreement and threshold calibration on labelled folders."""

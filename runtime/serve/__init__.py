@@ -1,0 +1,1 @@
+"""HTTP service for appliances (needs the [serve] extra)."""
