@@ -1,0 +1,179 @@
+"""``deepfake-edge evaluate``: classification report, variant agreement and threshold calibration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from ..evaluate import Evaluation
+
+HELP = "classification report, variant agreement and threshold calibration on labelled images"
+DESCRIPTION = """\
+Evaluate every variant of a bundle on a labelled folder: one sub-folder per
+label name (DATA_DIR/fake/, DATA_DIR/real/, ...; nested folders are searched).
+Each image is decoded once and every variant gets the same input tensor.
+
+For each variant: the classification report (the model card's layout), the
+confusion matrix, ROC AUC of the positive label ('fake') against the rest, and
+the threshold on P(fake) with the highest recall whose false positive rate
+(share of non-fake images with P(fake) >= threshold) is <= --target-fpr.
+Across variants: label agreement with fp32, max/mean |dP(fake)|, and the
+images on which they disagree.
+
+Writes OUT/report.json (all figures and every image's scores) and OUT/roc.png
+(needs matplotlib: pip install 'deepfake-edge[evaluate]'). --write-threshold
+stores the chosen threshold in the bundle's manifest, so 'predict' and 'serve'
+label an image fake iff P(fake) >= threshold from then on.
+
+Exit codes: 0 ok; 1 some images were unreadable (listed, the rest evaluated)
+or no threshold could be written; 2 bad arguments or data folder; 4 bundle unusable."""
+
+DEFAULT_OUT = Path("evaluation")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated variant names, e.g. fp32,int8")
+    return names
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from ..images import DEFAULT_MAX_PIXELS
+
+    parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory written by 'deepfake-edge export'")
+    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder with one sub-folder per label")
+    parser.add_argument("--variants", type=_names, default=None, metavar="V1,V2",
+                        help="variants to evaluate, e.g. fp32,int8 (default: all; fp32 is the reference)")
+    parser.add_argument("--target-fpr", type=_fraction, default=0.01, metavar="F",
+                        help="largest acceptable share of non-fake images flagged fake (default: 0.01)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                        help=f"folder for report.json and roc.png (default: ./{DEFAULT_OUT})")
+    parser.add_argument("--write-threshold", action="store_true",
+                        help="store the chosen threshold in BUNDLE/manifest.json (predict and serve then use it)")
+    parser.add_argument("--threshold-variant", metavar="NAME",
+                        help="variant whose scores choose the threshold (default: the bundle's default variant)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images declaring more pixels (default: {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--show", type=int, default=20, metavar="N",
+                        help="list at most N images per listing on the terminal, -1 for all (default: 20)")
+    parser.add_argument("--no-plot", action="store_true", help="do not draw roc.png")
+    parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model files")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _note(message: str) -> None:
+    print(f"deepfake-edge evaluate: {message}", file=sys.stderr, flush=True)
+
+
+def _threshold_variant(ev: Evaluation, requested: str | None) -> str:
+    if requested:
+        return requested
+    # The default variant is what predict/serve run, so its scores should set their threshold.
+    return ev.default_variant if ev.default_variant in ev.variants else ev.reference
+
+
+def _write_threshold(ev: Evaluation, variant: str) -> dict[str, Any] | None:
+    from .. import __version__
+    from ..evaluate import write_threshold
+
+    point = ev.variants[variant].operating_point
+    if point is None:
+        _note(f"no threshold written: {variant} has no threshold meeting FPR <= {ev.target_fpr:g} on this data")
+        return None
+    chosen = {
+        "method": "highest recall with FPR <= target_fpr on labelled images",
+        "target_fpr": ev.target_fpr,
+        "achieved_fpr": point.fpr,
+        "recall": point.recall,
+        "false_positives": point.false_positives,
+        "negatives": point.negatives,
+        "true_positives": point.true_positives,
+        "positives": point.positives,
+        "variant": variant,
+        "data_dir": str(ev.dataset.root.resolve()),
+        "images": int(ev.scored.true.size),
+        "unreadable": len(ev.scored.failures),
+        "previous_threshold": ev.decision_threshold,
+        "chosen_at": ev.created,
+        "tool": f"deepfake-edge {__version__} evaluate",
+    }
+    try:
+        write_threshold(ev.bundle_dir, point.threshold, chosen)
+    except OSError as exc:
+        _note(f"no threshold written: cannot replace {ev.bundle_dir / 'manifest.json'} ({exc})")
+        return None
+    _note(f"wrote threshold P({ev.positive_label}) >= {point.threshold!r} ({variant}) into "
+          f"{ev.bundle_dir / 'manifest.json'}; predict and serve use it from now on (override with --threshold)")
+    return {"threshold": point.threshold, **chosen}
+
+
+def _check_threshold_request(args: argparse.Namespace) -> str | None:
+    """Why --write-threshold/--threshold-variant cannot work on this bundle, found before any image is scored."""
+    from ..bundle import Bundle
+
+    bundle = Bundle.open(args.bundle)
+    if args.threshold_variant:
+        evaluated = args.variants or list(bundle.manifest.variants)
+        if args.threshold_variant not in evaluated:
+            return f"--threshold-variant {args.threshold_variant!r} is not among the evaluated variants {evaluated}"
+    positive = bundle.manifest.decision.positive_label
+    if args.write_threshold and positive not in bundle.labels:
+        return f"--write-threshold: the bundle's positive label {positive!r} is not one of its labels {bundle.labels}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ExtraNotInstalledError
+    from ..evaluate import PLOT_NAME, REPORT_NAME, DatasetError, evaluate_bundle, format_text, plot_roc, write_json
+
+    if args.batch_size < 1:
+        _note("--batch-size must be >= 1")
+        return EXIT_USAGE
+    problem = _check_threshold_request(args)
+    if problem:
+        _note(problem)
+        return EXIT_USAGE
+    try:
+        ev = evaluate_bundle(
+            args.bundle, args.data_dir, variants=args.variants, target_fpr=args.target_fpr,
+            batch_size=args.batch_size, threads=args.threads, verify=not args.no_verify,
+            max_pixels=args.max_pixels, show_progress=not args.no_progress,
+        )
+    except DatasetError as exc:
+        _note(str(exc))
+        return EXIT_USAGE
+    print(format_text(ev, limit=args.show), end="", flush=True)
+
+    written = None
+    if args.write_threshold:
+        written = _write_threshold(ev, _threshold_variant(ev, args.threshold_variant))
+
+    report = write_json(ev, args.out / REPORT_NAME, threshold_written=written)
+    _note(f"wrote {report}")
+    if not args.no_plot:
+        try:
+            _note(f"wrote {plot_roc(ev, args.out / PLOT_NAME)}")
+        except (ExtraNotInstalledError, ValueError) as exc:  # no matplotlib, or no curve to draw
+            _note(f"{PLOT_NAME} skipped: {exc}")
+    if ev.scored.failures:
+        _note(f"{len(ev.scored.failures)} of {len(ev.dataset.images)} images were unreadable (listed above)")
+    failed = bool(ev.scored.failures) or (args.write_threshold and written is None)
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
