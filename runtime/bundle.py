@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BundleFileMissingError, BundleMismatchError, ChecksumMismatchError, UnsupportedBundleError
+from .errors import BundleError, BundleFileMissingError, BundleMismatchError, ChecksumMismatchError, UnsupportedBundleError
 from .labels import read_labels
 from .manifest import MANIFEST_NAME, Manifest, Variant
 from .preprocess import PreprocessConfig
@@ -42,7 +42,8 @@ class Bundle:
     def open(cls, root: str | Path) -> Bundle:
         root = Path(root)
         if not root.is_dir():
-            raise BundleFileMissingError(f"{root}: bundle directory does not exist")
+            what = "is not a directory" if root.exists() else "does not exist"
+            raise BundleFileMissingError(f"{root}: bundle directory {what}")
         manifest = Manifest.read(root / MANIFEST_NAME)
         labels = read_labels(root / CONFIG_NAME)
         preprocess = PreprocessConfig.from_file(root / PREPROCESSOR_NAME)
@@ -68,11 +69,16 @@ class Bundle:
         path = self.root / variant.file
         if not path.is_file():
             raise BundleFileMissingError(f"{path}: model file listed in the manifest is missing")
-        size = path.stat().st_size
+        # The size is always compared (it is free and catches truncation); the
+        # sha256, which reads the whole file, only when ``verify`` is set.
+        try:
+            size = path.stat().st_size
+            actual = sha256_file(path) if verify and size == variant.bytes else None
+        except OSError as exc:
+            raise BundleError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
         if size != variant.bytes:
             raise ChecksumMismatchError(f"{path}: {size} bytes on disk, the manifest records {variant.bytes}")
-        if verify:
-            actual = sha256_file(path)
+        if actual is not None:
             if actual != variant.sha256:
                 raise ChecksumMismatchError(
                     f"{path}: sha256 {actual} does not match the manifest's {variant.sha256} "

@@ -9,14 +9,14 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import Bundle
-from .errors import BatchError, BundleMismatchError, ImageError
+from .bundle import CONFIG_NAME, PREPROCESSOR_NAME, Bundle
+from .errors import BatchError, BundleMismatchError, ImageError, UnsupportedBundleError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input, load_rgb
 from .labels import decide, softmax
 from .manifest import Variant
 from .preprocess import preprocess
 from .results import Failure, Prediction
-from .session import create_session
+from .session import ORT_ERRORS, create_session
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "Detector"]
 
@@ -87,25 +87,54 @@ class Detector:
         return self.bundle.manifest.decision.positive_label
 
     def _check_io(self) -> None:
+        """Refuse, at load time, a model whose input/output disagree with the bundle's files."""
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name: o for o in self.session.get_outputs()}
         model = self.bundle.root / self.variant.file
+        preprocessor = self.bundle.root / PREPROCESSOR_NAME
         if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
             raise BundleMismatchError(
                 f"{model}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
                 f"found inputs {sorted(inputs)} and outputs {sorted(outputs)}"
             )
-        shape = inputs[INPUT_NAME].shape
+        if inputs[INPUT_NAME].type != "tensor(float)":
+            raise BundleMismatchError(f"{model}: input {INPUT_NAME!r} is {inputs[INPUT_NAME].type}, expected tensor(float)")
         cfg = self.bundle.preprocess
-        if len(shape) != 4 or (isinstance(shape[2], int) and isinstance(shape[3], int) and (shape[2], shape[3]) != (cfg.height, cfg.width)):
-            raise BundleMismatchError(
-                f"{self.bundle.root / 'preprocessor_config.json'}: size {cfg.height}x{cfg.width} "
-                f"does not match the model input {shape} of {model}"
+        if not cfg.do_resize:
+            # Without resizing every image would have its own size, and the model
+            # takes one fixed size: most inputs could never be classified.
+            raise UnsupportedBundleError(
+                f"{preprocessor}: do_resize is false, but the model needs a fixed {cfg.height}x{cfg.width} input"
             )
-        width = outputs[OUTPUT_NAME].shape[-1]
-        if isinstance(width, int) and width != len(self.labels):
+        shape, out_shape = inputs[INPUT_NAME].shape, outputs[OUTPUT_NAME].shape
+        if len(shape) != 4 or len(out_shape) != 2:
             raise BundleMismatchError(
-                f"{self.bundle.root / 'config.json'}: id2label has {len(self.labels)} labels "
+                f"{model}: expected a rank-4 {INPUT_NAME!r} (NCHW) and rank-2 {OUTPUT_NAME!r}, got {shape} and {out_shape}"
+            )
+        if isinstance(shape[1], int) and shape[1] != 3:
+            raise BundleMismatchError(f"{model}: input {INPUT_NAME!r} has {shape[1]} channels, expected 3 (RGB)")
+        static = all(isinstance(d, int) for d in (shape[2], shape[3], out_shape[1]))
+        if static:
+            size, width = (shape[2], shape[3]), out_shape[1]
+        else:
+            # A model exported with dynamic height/width or label axes does not
+            # say what it accepts: run one blank image now rather than fail later.
+            probe = np.zeros((1, 3, cfg.height, cfg.width), np.float32)
+            try:
+                logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: probe})[0]
+            except ORT_ERRORS as exc:
+                raise BundleMismatchError(
+                    f"{preprocessor}: size {cfg.height}x{cfg.width} is not accepted by {model} "
+                    f"(input {shape}; {type(exc).__name__}: {exc})"
+                ) from exc
+            size, width = (cfg.height, cfg.width), logits.shape[-1]
+        if size != (cfg.height, cfg.width):
+            raise BundleMismatchError(
+                f"{preprocessor}: size {cfg.height}x{cfg.width} does not match the model input {shape} of {model}"
+            )
+        if width != len(self.labels):
+            raise BundleMismatchError(
+                f"{self.bundle.root / CONFIG_NAME}: id2label has {len(self.labels)} labels "
                 f"but {model} outputs {width} logits"
             )
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
-import warnings
 from contextlib import ExitStack
+from functools import lru_cache
 from typing import IO, Union
 
 import numpy as np
@@ -20,7 +21,7 @@ from PIL import Image
 
 from .errors import ImageDecodeError, ImageError, ImageReadError, ImageTooLargeError, UnsupportedInputError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "describe_source", "is_single_input", "load_rgb", "to_rgb"]
+__all__ = ["DEFAULT_MAX_PIXELS", "REFUSED_FORMATS", "ImageInput", "describe_source", "is_single_input", "load_rgb", "to_rgb"]
 
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray]
 
@@ -44,6 +45,18 @@ _DECODER_FAILURES: tuple[type[BaseException], ...] = (
     KeyError,
     ZeroDivisionError,
 )
+
+# Formats never decoded: PIL renders EPS/PostScript by running Ghostscript on
+# the file (an external interpreter, no timeout) -- not something to point at
+# untrusted uploads. Such files get an ImageDecodeError saying so.
+REFUSED_FORMATS = frozenset({"EPS"})
+_POSTSCRIPT_MAGIC = (b"%!PS", b"\xc5\xd0\xd3\xc6")  # PIL's EpsImagePlugin._accept
+
+
+@lru_cache(maxsize=1)
+def _accepted_formats() -> tuple[str, ...]:
+    Image.init()  # registers every plugin; ``Image.ID`` is then complete
+    return tuple(fmt for fmt in Image.ID if fmt not in REFUSED_FORMATS)
 
 
 def describe_source(source: object, index: int = 0) -> str:
@@ -101,30 +114,81 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None
         )
 
 
-def _decode(fp: IO[bytes] | str | os.PathLike[str], name: str, max_pixels: int | None) -> Image.Image:
-    """Open, check the declared size, then decode the first frame and convert it."""
+def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
+    """Open, check the declared size, then decode the first frame and convert it.
+
+    No ``warnings.catch_warnings`` here: it swaps process-global state and is not
+    thread-safe (``Detector`` is). PIL's warnings therefore follow the host's
+    filters: shown by default, and if the host turns them into errors they become
+    ``ImageDecodeError`` (``ImageTooLargeError`` for PIL's bomb warning) like any
+    other decoder complaint. The CLI silences them: its output already says
+    what happened to every input.
+    """
     try:
-        with warnings.catch_warnings():
-            # We enforce our own (configurable) limit right below; PIL's warning
-            # for images between its limit and twice it would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            # No ``with``: closing a PIL image frees its pixels, and ``fp`` is
-            # either caller-owned or closed by ``load_rgb``'s ExitStack.
-            image = Image.open(fp)
-            _check_pixels(image, name, max_pixels)
-            image.seek(0)  # animated formats: always the first frame
-            image.load()
+        # No ``with``: closing a PIL image frees its pixels, and ``fp`` is
+        # either caller-owned or closed by ``load_rgb``'s ExitStack.
+        image = Image.open(fp, formats=_accepted_formats())
+        _check_pixels(image, name, max_pixels)
+        image.seek(0)  # animated formats: always the first frame
+        image.load()
     except ImageError:
         raise  # our own checks above (ImageError refines ValueError, listed below)
-    except Image.DecompressionBombError as exc:
-        # PIL refuses > 2 x Image.MAX_IMAGE_PIXELS inside Image.open, before our
-        # own check can run; its message carries the declared size.
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # PIL refuses > 2 x Image.MAX_IMAGE_PIXELS (about 179 Mpx) inside
+        # Image.open, before our own check can run, whatever max_pixels says;
+        # its message carries the declared pixel count.
         raise ImageTooLargeError(name, f"refused before decoding: {exc}") from exc
     except Image.UnidentifiedImageError as exc:
+        if _is_postscript(fp):
+            raise ImageDecodeError(name, "EPS/PostScript is not accepted (decoding it would run Ghostscript)") from exc
         raise ImageDecodeError(name, "not a recognised image format") from exc
-    except _DECODER_FAILURES as exc:
+    except MemoryError as exc:
+        # Under the pixel limit but still more than this machine can hold.
+        raise ImageTooLargeError(name, f"not enough memory to decode it ({exc or 'MemoryError'})") from exc
+    except (*_DECODER_FAILURES, Warning) as exc:
         raise ImageDecodeError(name, f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from exc
     return _rgb(image, name)
+
+
+def _is_postscript(fp: IO[bytes]) -> bool:
+    try:
+        fp.seek(0)
+        return fp.read(4) in _POSTSCRIPT_MAGIC
+    except (OSError, ValueError):
+        return False
+
+
+def _read_bytes(stream: IO[bytes], name: str) -> bytes:
+    data = stream.read()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise UnsupportedInputError(name, f"stream.read() returned {type(data).__name__}, expected bytes")
+    return bytes(data)
+
+
+def _open_regular_file(path: str | os.PathLike[str], name: str, stack: ExitStack) -> IO[bytes]:
+    """Open a path for reading, refusing anything but a regular, non-empty file.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once instead of waiting
+    forever for a writer; the ``fstat`` on the opened descriptor (not the path,
+    which could be swapped in between) then refuses FIFOs, devices and sockets,
+    whose reads could block or never end. It has no effect on regular files.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except IsADirectoryError as exc:
+        raise ImageReadError(name, "is a directory, not an image file") from exc
+    except OSError as exc:
+        raise ImageReadError(name, f"cannot read file ({exc.strerror or exc})") from exc
+    stack.callback(os.close, fd)
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError(name, "is a directory, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageReadError(name, "is not a regular file (a FIFO, device or socket), refused")
+    if info.st_size == 0:
+        raise ImageDecodeError(name, "empty file (0 bytes)")
+    # closefd=False: the callback above owns the descriptor, whatever happens next
+    return stack.enter_context(os.fdopen(fd, "rb", closefd=False))
 
 
 def _from_array(array: np.ndarray, name: str) -> Image.Image:
@@ -150,9 +214,13 @@ def load_rgb(source: ImageInput, *, name: str | None = None, max_pixels: int | N
     """
     name = name if name is not None else describe_source(source)
     if isinstance(source, Image.Image):
+        # A caller's Image.open() result is still undecoded: the limit guards it too.
+        _check_pixels(source, name, max_pixels)
         try:
             source.load()
-        except _DECODER_FAILURES as exc:
+        except MemoryError as exc:
+            raise ImageTooLargeError(name, f"not enough memory to decode it ({exc or 'MemoryError'})") from exc
+        except (*_DECODER_FAILURES, Warning) as exc:
             raise ImageDecodeError(name, f"PIL image could not be loaded ({type(exc).__name__}: {exc})") from exc
         return _rgb(source, name)
     if isinstance(source, np.ndarray):
@@ -163,19 +231,16 @@ def load_rgb(source: ImageInput, *, name: str | None = None, max_pixels: int | N
         return _decode(io.BytesIO(bytes(source)), name, max_pixels)
     if isinstance(source, (str, os.PathLike)):
         with ExitStack() as stack:
-            try:
-                if os.path.isdir(source):
-                    raise ImageReadError(name, "is a directory, not an image file")
-                fp = stack.enter_context(open(source, "rb"))
-            except OSError as exc:
-                raise ImageReadError(name, f"cannot read file ({exc.strerror or exc})") from exc
-            if os.fstat(fp.fileno()).st_size == 0:
-                raise ImageDecodeError(name, "empty file (0 bytes)")
-            return _decode(fp, name, max_pixels)
+            return _decode(_open_regular_file(source, name, stack), name, max_pixels)
     if hasattr(source, "read"):
+        if isinstance(source, io.TextIOBase):
+            raise UnsupportedInputError(name, "file object is open in text mode; open it with 'rb'")
         try:
             seekable = bool(getattr(source, "seekable", lambda: False)())
-            fp = source if seekable else io.BytesIO(source.read())
+            # A non-seekable stream (pipe, socket, upload) is read whole: PIL seeks.
+            fp = source if seekable else io.BytesIO(_read_bytes(source, name))
+        except ImageError:
+            raise
         except (OSError, ValueError) as exc:
             raise ImageReadError(name, f"cannot read stream ({exc})") from exc
         return _decode(fp, name, max_pixels)

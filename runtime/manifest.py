@@ -22,8 +22,10 @@ so the schema lives in exactly one place. Example (abridged)::
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .errors import BundleFileMissingError, UnsupportedBundleError
@@ -84,7 +86,7 @@ class Manifest:
         if data.get("format") != FORMAT:
             raise UnsupportedBundleError(f"{source}: not a deepfake-edge manifest (format={data.get('format')!r})")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version != FORMAT_VERSION or isinstance(version, bool):
             raise UnsupportedBundleError(
                 f"{source}: manifest format_version {version!r} is not supported by this runtime "
                 f"(supports {FORMAT_VERSION}); upgrade deepfake-edge or re-export the bundle"
@@ -100,12 +102,15 @@ class Manifest:
                 versions=dict(data.get("versions", {})),
                 created=data.get("created"),
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise UnsupportedBundleError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from exc
         if manifest.default_variant not in variants:
             raise UnsupportedBundleError(
                 f"{source}: default_variant {manifest.default_variant!r} is not one of {sorted(variants)}"
             )
+        problems = _problems(manifest)
+        if problems:
+            raise UnsupportedBundleError(f"{source}: malformed manifest: {'; '.join(problems)}")
         return manifest
 
     @classmethod
@@ -122,3 +127,37 @@ class Manifest:
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _problems(manifest: Manifest) -> list[str]:
+    """Type and range checks the dataclasses do not make, so a hand-edited or
+    damaged manifest fails here, at load, instead of deep inside inference."""
+    problems: list[str] = []
+    for name, v in manifest.variants.items():
+        where = f"variants.{name}"
+        # The file must stay inside the bundle: no absolute paths, no "..".
+        if not isinstance(v.file, str) or not v.file or any(
+            p.is_absolute() or ".." in p.parts for p in (PurePosixPath(v.file), PureWindowsPath(v.file))
+        ):
+            problems.append(f"{where}.file must be a relative path inside the bundle, got {v.file!r}")
+        if not isinstance(v.sha256, str) or not _SHA256.fullmatch(v.sha256):
+            problems.append(f"{where}.sha256 must be 64 lowercase hex digits, got {v.sha256!r}")
+        if not isinstance(v.bytes, int) or isinstance(v.bytes, bool) or v.bytes < 0:
+            problems.append(f"{where}.bytes must be a non-negative integer, got {v.bytes!r}")
+        if not isinstance(v.batch_invariant, bool):
+            problems.append(f"{where}.batch_invariant must be true or false, got {v.batch_invariant!r}")
+        if not isinstance(v.recipe, dict) or not (v.fidelity is None or isinstance(v.fidelity, dict)):
+            problems.append(f"{where}.recipe must be an object and fidelity an object or null")
+    decision = manifest.decision
+    if not (decision.positive_label is None or isinstance(decision.positive_label, str)):
+        problems.append(f"decision.positive_label must be a string or null, got {decision.positive_label!r}")
+    if decision.threshold is not None and not (_is_number(decision.threshold) and 0.0 <= decision.threshold <= 1.0):
+        problems.append(f"decision.threshold must be null or a number within [0, 1], got {decision.threshold!r}")
+    return problems

@@ -18,6 +18,7 @@ Everything is read from ``preprocessor_config.json``; nothing is hard-coded.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,19 @@ def _channels(value: float | Sequence[float], key: str, source: str) -> tuple[fl
     return values
 
 
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or int(value) < 1:
+        raise ValueError(f"size must hold positive integers, got {value!r}")
+    return int(value)
+
+
+def _flag(value: object) -> bool:
+    # bool("false") is True: accept only what JSON true/false (or 0/1) decode to.
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """The settings of ``SiglipImageProcessor`` that shape the model input."""
@@ -71,21 +85,31 @@ class PreprocessConfig:
         if not isinstance(size, Mapping) or "height" not in size or "width" not in size:
             raise UnsupportedBundleError(f"{source}: size must be {{'height': H, 'width': W}}, got {size!r}")
         # Defaults are SiglipImageProcessor.__init__'s, used when a key is absent.
-        mean = _channels(data.get("image_mean", 0.5), "image_mean", source)
-        std = _channels(data.get("image_std", 0.5), "image_std", source)
+        # Every value is checked here, so a damaged file fails at load and never
+        # as a numpy/PIL error in the middle of a batch.
+        try:
+            mean = _channels(data.get("image_mean", 0.5), "image_mean", source)
+            std = _channels(data.get("image_std", 0.5), "image_std", source)
+            config = cls(
+                height=_positive_int(size["height"]),
+                width=_positive_int(size["width"]),
+                do_resize=_flag(data.get("do_resize", True)),
+                resample=int(Image.Resampling(data.get("resample", 3))),
+                do_rescale=_flag(data.get("do_rescale", True)),
+                rescale_factor=float(data.get("rescale_factor", 1 / 255)),
+                do_normalize=_flag(data.get("do_normalize", True)),
+                image_mean=mean,  # type: ignore[arg-type]
+                image_std=std,  # type: ignore[arg-type]
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, BundleMismatchError):
+                raise
+            raise UnsupportedBundleError(f"{source}: malformed preprocessor config ({exc})") from exc
+        if not all(math.isfinite(v) for v in (config.rescale_factor, *mean, *std)):
+            raise UnsupportedBundleError(f"{source}: rescale_factor, image_mean and image_std must be finite numbers")
         if any(s == 0 for s in std):
             raise BundleMismatchError(f"{source}: image_std must be non-zero, got {std}")
-        return cls(
-            height=int(size["height"]),
-            width=int(size["width"]),
-            do_resize=bool(data.get("do_resize", True)),
-            resample=int(data.get("resample", 3)),
-            do_rescale=bool(data.get("do_rescale", True)),
-            rescale_factor=float(data.get("rescale_factor", 1 / 255)),
-            do_normalize=bool(data.get("do_normalize", True)),
-            image_mean=mean,  # type: ignore[arg-type]
-            image_std=std,  # type: ignore[arg-type]
-        )
+        return config
 
     @classmethod
     def from_file(cls, path: Path) -> PreprocessConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,18 +27,40 @@ A bad input never stops the others; the exit code is 1 if any input failed."""
 PROGRESS_MIN_INPUTS = 8
 
 
+def _positive_int(text: str) -> int:
+    # argparse turns this ArgumentTypeError into a usage error: exit code 2
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory written by 'deepfake-edge export'")
     parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="image files or folders")
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder PATHs")
     parser.add_argument("--variant", help="bundle variant (default: the manifest's default, usually int8)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per model call (default: 8)")
     parser.add_argument(
-        "--threshold", type=float, default=None,
+        "--threshold", type=_probability, default=None,
         help="label 'fake' when P(fake) >= T, otherwise argmax (default: the bundle's threshold, else argmax)",
     )
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images declaring more pixels (default: {DEFAULT_MAX_PIXELS:,})")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -60,10 +83,11 @@ def expand_paths(paths: list[Path], *, recursive: bool) -> Iterator[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise SystemExit("deepfake-edge predict: --batch-size must be >= 1")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise SystemExit("deepfake-edge predict: --threshold must be within [0, 1]")
+    # Every input's outcome is printed on stdout; PIL's warnings about odd but
+    # readable files (bad EXIF, short TIFF tags, images over PIL's own pixel
+    # advisory) would only be noise on stderr. This process is ours to configure.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
     detector = Detector.load(args.bundle, args.variant, threads=args.threads, verify=not args.no_verify,
                              threshold=args.threshold, max_pixels=args.max_pixels)
     files = [str(p) for p in expand_paths(args.paths, recursive=args.recursive)]
