@@ -26,6 +26,8 @@ EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MISSING_EXTRA, EXIT_BUNDLE = 0, 1, 
 SUBCOMMANDS: dict[str, str] = {
     "predict": "deepfake_edge.cli.predict",
     "export": "deepfake_edge.cli.export",
+    "serve": "deepfake_edge.cli.serve",
+    "demo": "deepfake_edge.cli.demo",
 }
 
 

@@ -1,1 +1,53 @@
-"""HTTP service for appliances (needs the [serve] extra)."""
+"""HTTP service for appliances (needs the [serve] extra: fastapi, uvicorn, python-multipart, prometheus-client).
+
+>>> from deepfake_edge import Detector                          # doctest: +SKIP
+>>> from deepfake_edge.serve import ServeConfig, create_app, serve
+>>> app = create_app(Detector.load("bundle/"), ServeConfig(max_batch=8))
+>>> serve(app, host="127.0.0.1", port=8000)
+
+Importing this package stays light; FastAPI is imported on first use of
+``create_app``/``serve``/``ServerThread``, and a missing extra raises
+:class:`~deepfake_edge.errors.ExtraNotInstalledError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ExtraNotInstalledError
+from .config import ServeConfig
+
+if TYPE_CHECKING:
+    from .app import create_app
+    from .server import ServerThread, serve
+
+__all__ = ["ServeConfig", "ServerThread", "create_app", "require_extra", "serve"]
+
+_LAZY = {"create_app": ".app", "serve": ".server", "ServerThread": ".server"}
+# distribution -> the import names that provide it; python-multipart is
+# ``python_multipart`` from 0.0.13 on and ``multipart`` before.
+EXTRA_MODULES = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",),
+                 "python-multipart": ("python_multipart", "multipart"), "prometheus-client": ("prometheus_client",)}
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module object without __spec__
+        return False
+
+
+def require_extra() -> None:
+    """Raise ``ExtraNotInstalledError("serve", ...)`` naming the first missing dependency."""
+    for distribution, modules in EXTRA_MODULES.items():
+        if not any(_importable(module) for module in modules):
+            raise ExtraNotInstalledError("serve", distribution)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    require_extra()
+    return getattr(importlib.import_module(_LAZY[name], __name__), name)

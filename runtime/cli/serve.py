@@ -1,0 +1,109 @@
+"""``deepfake-edge serve``: the HTTP service for appliances (needs the [serve] extra)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+
+from ..images import DEFAULT_MAX_PIXELS
+from ..serve.config import ServeConfig
+
+HELP = "run the HTTP API, browser page and Prometheus metrics (needs [serve])"
+DESCRIPTION = """\
+Serve a bundle over HTTP on a CPU-only box. Binds to 127.0.0.1 by default.
+  POST /v1/classify          one image: raw body (image/*) or one multipart file part
+  POST /v1/classify/batch    several multipart file parts -> a list, per-item errors
+  GET  /healthz  /readyz     liveness; readiness (model loaded and warmed up)
+  GET  /metrics              Prometheus text format
+  GET  /docs  /openapi.json  API documentation
+  GET  /                     a small page to try an image in the browser
+Concurrent requests are batched into one model call (--max-batch, --max-wait-ms).
+Errors are JSON {"error": code, "message": ...}: 400 bad image, 408 slow upload,
+413 too large, 415 media type, 503 queue full or not ready (Retry-After),
+504 per-request timeout. Access logs are JSON lines on stderr. SIGTERM/SIGINT
+stop accepting, let in-flight requests finish, then exit."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    d = ServeConfig()
+    parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory written by 'deepfake-edge export'")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument("--variant", help="bundle variant (default: the manifest's default, usually int8)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="label 'fake' when P(fake) >= T, otherwise argmax (default: the bundle's threshold)")
+    parser.add_argument("--max-batch", type=int, default=d.max_batch, help=f"images per model call (default: {d.max_batch})")
+    parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                        help=f"how long an idle model waits to fill a batch (default: {d.max_wait_ms:g})")
+    parser.add_argument("--max-queue", type=int, default=d.max_queue,
+                        help=f"images in flight before 503 (default: {d.max_queue})")
+    parser.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                        help=f"largest request body (default: {d.max_body_bytes:,})")
+    parser.add_argument("--max-batch-items", type=int, default=d.max_batch_items,
+                        help=f"most images in one batch request (default: {d.max_batch_items})")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images declaring more pixels (default: {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--timeout", type=float, default=d.timeout_s,
+                        help=f"per-request deadline in seconds, then 504 (default: {d.timeout_s:g})")
+    parser.add_argument("--read-timeout", type=float, default=d.read_timeout_s,
+                        help=f"seconds allowed to upload a body, then 408 (default: {d.read_timeout_s:g})")
+    parser.add_argument("--decode-workers", type=int, default=d.decode_workers,
+                        help=f"threads decoding uploads (default: {d.decode_workers})")
+    parser.add_argument("--max-connections", type=int, default=512,
+                        help="open connections before uvicorn answers 503 (default: 512)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model file")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="log level of the JSON logs on stderr (default: info)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..serve import require_extra
+
+    require_extra()  # ExtraNotInstalledError -> exit 3 with the pip hint
+    from ..detector import Detector
+    from ..serve.accesslog import configure_json_logging
+    from ..serve.app import create_app
+    from ..serve.server import serve
+
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        print("deepfake-edge serve: --threshold must be within [0, 1]", file=sys.stderr)
+        return 2
+    try:
+        config = ServeConfig(
+            max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+            max_body_bytes=args.max_body_bytes, max_batch_items=args.max_batch_items, timeout_s=args.timeout,
+            read_timeout_s=args.read_timeout, decode_workers=args.decode_workers,
+        )
+    except ValueError as exc:
+        print(f"deepfake-edge serve: {exc}", file=sys.stderr)
+        return 2
+    level = getattr(logging, args.log_level.upper())
+    configure_json_logging(level)
+    log = logging.getLogger("deepfake_edge.serve")
+    detector = Detector.load(args.bundle, args.variant, threads=args.threads, verify=not args.no_verify,
+                             threshold=args.threshold, max_pixels=args.max_pixels)
+    if not _is_loopback(args.host):
+        log.warning("binding to %s: the API has no authentication; put it behind your own network controls",
+                    args.host, extra={"fields": {"event": "non_loopback_bind", "host": args.host}})
+    log.info("starting", extra={"fields": {
+        "event": "starting", "bundle": str(args.bundle), "variant": detector.variant_name,
+        "host": args.host, "port": args.port, "threads": args.threads, "threshold": detector.threshold,
+        "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms, "max_queue": config.max_queue,
+    }})
+    serve(create_app(detector, config), host=args.host, port=args.port, log_level=args.log_level,
+          # in-flight requests get their full deadline (plus upload time) to finish on shutdown
+          graceful_timeout_s=config.timeout_s + 5, max_connections=args.max_connections)
+    return 0

@@ -1,0 +1,85 @@
+"""The model card's Gradio demo, now on the ONNX runtime (needs the [demo] extra).
+
+The model card's interface: an image in (``gr.Image(type="pil")``), the label
+probabilities out (``gr.Label``), a title and a description. The card's
+``classify_image`` ran ``SiglipForImageClassification`` under torch; here the
+same function body is a ``Detector.predict_one`` call, so the demo needs no
+torch and shows exactly what ``deepfake-edge predict`` and the HTTP API answer.
+
+gradio is imported lazily (it takes seconds), only by :func:`build_demo`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from .errors import ExtraNotInstalledError, ImageError
+
+if TYPE_CHECKING:
+    from .detector import Detector
+
+__all__ = ["DESCRIPTION", "TITLE", "build_demo", "classify_function", "import_gradio"]
+
+TITLE = "Deepfake Detector"
+DESCRIPTION = (
+    "Upload an image to classify whether it is fake or real. "
+    "Runs on this computer's CPU with the ONNX runtime (no torch)."
+)
+
+
+def import_gradio() -> Any:
+    """``import gradio``, or ExtraNotInstalledError("demo", "gradio")."""
+    # A demo on an appliance or laptop must not phone home.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio
+    except ImportError as exc:
+        raise ExtraNotInstalledError("demo", "gradio") from exc
+    return gradio
+
+
+def classify_function(detector: Detector) -> Callable[[Image.Image | None], dict[str, float]]:
+    """The card's ``classify_image``: a PIL image -> {label: probability} for every label.
+
+    Unlike the card, probabilities are not rounded to 3 decimals (gr.Label
+    formats them itself). ``None`` (nothing uploaded yet) gives ``{}``, which
+    gr.Label shows as empty. A broken image raises its ``ImageError``.
+    """
+
+    def classify_image(image: Image.Image | None) -> dict[str, float]:
+        if image is None:
+            return {}
+        return dict(detector.predict_one(image).scores)
+
+    return classify_image
+
+
+def build_demo(detector: Detector, *, title: str = TITLE, description: str = DESCRIPTION) -> Any:
+    """The ``gr.Interface`` of the model card, powered by ``detector``; call ``.launch()`` to serve it.
+
+    ``interface.fn`` is the classify function (tests call it without launching).
+    """
+    gr = import_gradio()
+    classify = classify_function(detector)
+
+    def classify_image(image: Image.Image | None) -> dict[str, float]:
+        try:
+            return classify(image)
+        except ImageError as exc:
+            raise gr.Error(str(exc)) from exc  # shown in the page instead of a generic "Error"
+
+    variant = f" Model variant: {detector.variant_name}."
+    return gr.Interface(
+        fn=classify_image,
+        inputs=gr.Image(type="pil", label="Image"),
+        # every label of the bundle: two for the card's fake/real model
+        outputs=gr.Label(num_top_classes=len(detector.labels), label="Deepfake Classification"),
+        title=title,
+        description=description + variant,
+        flagging_mode="never",
+        api_name="classify",
+    )

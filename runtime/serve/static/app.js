@@ -1,0 +1,108 @@
+"use strict";
+// The page of `deepfake-edge serve`: everything comes from this service (no CDN),
+// the labels come from the bundle (GET /v1/info and each answer), never from here.
+
+const byId = (id) => document.getElementById(id);
+let labels = null; // the bundle's label order, from /v1/info
+let previewUrl = null;
+
+async function loadInfo() {
+  try {
+    const response = await fetch("/v1/info");
+    const info = await response.json();
+    labels = info.labels;
+    const rule = info.threshold === null ? "argmax" : `${info.positive_label} if P ≥ ${info.threshold}`;
+    byId("model-info").textContent =
+      `model ${info.model ?? "(unnamed)"} · variant ${info.variant} · labels ${info.labels.join(", ")} · decision ${rule}`;
+  } catch (err) {
+    byId("model-info").textContent = `could not load model information (${err})`;
+  }
+}
+
+function showError(message) {
+  const box = byId("error");
+  box.textContent = message;
+  box.hidden = false;
+  byId("result").dataset.state = "error";
+}
+
+function render(answer, roundTripMs) {
+  const order = labels ?? Object.keys(answer.scores);
+  const list = byId("bars");
+  list.replaceChildren();
+  for (const label of order) {
+    const score = answer.scores[label];
+    const item = document.createElement("li");
+    item.dataset.label = label;
+    item.dataset.score = String(score); // the exact value, for scripts and tests
+    if (label === answer.label) item.classList.add("chosen");
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = label;
+    const track = document.createElement("span");
+    track.className = "track";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.width = `${(score * 100).toFixed(2)}%`; // CSSOM: allowed by the page's CSP
+    track.append(fill);
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    pct.textContent = `${(score * 100).toFixed(1)}%`;
+    item.append(name, track, pct);
+    list.append(item);
+  }
+  byId("decision").textContent = answer.label;
+  byId("latency").textContent =
+    `server ${answer.latency_ms.toFixed(1)} ms · round trip ${roundTripMs.toFixed(0)} ms · ${answer.variant}`;
+  byId("latency").dataset.serverMs = String(answer.latency_ms);
+  byId("result").dataset.state = "done";
+}
+
+async function classify(file) {
+  const result = byId("result");
+  result.dataset.state = "busy";
+  byId("error").hidden = true;
+  byId("bars").replaceChildren();
+  byId("decision").textContent = "classifying…";
+  byId("latency").textContent = "";
+  if (previewUrl) URL.revokeObjectURL(previewUrl);
+  previewUrl = URL.createObjectURL(file);
+  const preview = byId("preview");
+  preview.src = previewUrl;
+  preview.hidden = false;
+  const type = file.type && file.type.startsWith("image/") ? file.type : "application/octet-stream";
+  const started = performance.now();
+  try {
+    const response = await fetch("/v1/classify", { method: "POST", headers: { "Content-Type": type }, body: file });
+    const answer = await response.json();
+    if (!response.ok) {
+      byId("decision").textContent = "";
+      showError(`${response.status}: ${answer.message ?? answer.error}`);
+      return;
+    }
+    render(answer, performance.now() - started);
+  } catch (err) {
+    byId("decision").textContent = "";
+    showError(`request failed: ${err}`);
+  }
+}
+
+function setUp() {
+  const input = byId("file");
+  const drop = byId("drop");
+  input.addEventListener("change", () => { if (input.files.length) classify(input.files[0]); });
+  for (const kind of ["dragenter", "dragover"]) {
+    drop.addEventListener(kind, (event) => { event.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const kind of ["dragleave", "drop"]) {
+    drop.addEventListener(kind, () => drop.classList.remove("over"));
+  }
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer.files[0];
+    if (file) classify(file);
+  });
+  loadInfo();
+}
+
+setUp();
