@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -250,7 +251,8 @@ def test_cli_report_matches_sklearn(binary_bundle: Path, labelled_dir: Path, tmp
         expected = _sk_threshold(is_fake, scores, 0.75)
         assert expected is not None and (point["threshold"], point["fpr"], point["recall"]) == expected
         assert (scores[~is_fake] >= point["threshold"]).mean() == point["fpr"] <= 0.75
-        assert f"P(fake) >= {point['threshold']:.6g}" in proc.stdout
+        shown = re.findall(r"threshold for FPR <= 75.00 %: P\(fake\) >= (\S+)", proc.stdout)
+        assert float(shown[list(report["variants"]).index(variant)]) == pytest.approx(point["threshold"], rel=1e-5)
 
     fp32 = np.array([r["scores"]["fp32"]["fake"] for r in images])
     int8 = np.array([r["scores"]["int8"]["fake"] for r in images])
@@ -312,6 +314,7 @@ def test_write_threshold_changes_predict(binary_bundle: Path, labelled_dir: Path
     assert {k: v for k, v in manifest.items() if k != "decision"} == {
         k: v for k, v in before_manifest.items() if k != "decision"}
     assert sorted(p.name for p in bundle.iterdir()) == sorted(p.name for p in binary_bundle.iterdir())  # no temp file
+    assert (bundle / "manifest.json").stat().st_mode == (binary_bundle / "manifest.json").stat().st_mode
 
     after = [json.loads(line) for line in _run("predict", bundle, labelled_dir, "-r").stdout.splitlines()]
     assert [r["scores"] for r in after] == [r["scores"] for r in before]

@@ -110,17 +110,17 @@ def scan_labelled_folder(root: str | Path, labels: Sequence[str]) -> LabelledDat
     if not root.is_dir():
         raise DatasetError(f"{root}: not a directory; expected a folder with one sub-folder per label")
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    folders = _match_folders(root, [p for p in entries if p.is_dir()], labels)
+    matched = _match_folders(root, [p for p in entries if p.is_dir()], labels)
+    folders = {label: matched[label] for label in labels if label in matched}  # in the model's label order
     ignored = [p for p in entries if not p.is_dir()]
     suffixes = image_suffixes()
     images: list[LabelledImage] = []
-    for label in sorted(folders, key=list(labels).index):
-        folder = folders[label]
+    for label, folder in folders.items():
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _hidden(p, folder)):
             if path.suffix.lower() in suffixes:
                 images.append(LabelledImage(path, label))
             else:
                 ignored.append(path)
     if not images:
-        raise DatasetError(f"{root}: the label folders {sorted(p.name for p in folders.values())} hold no image files")
+        raise DatasetError(f"{root}: the label folders {[p.name for p in folders.values()]} hold no image files")
     return LabelledDataset(root=root, images=tuple(images), folders=folders, ignored=tuple(ignored))

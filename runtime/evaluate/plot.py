@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ExtraNotInstalledError
 from .evaluation import Evaluation
+from .report import format_threshold
 
 __all__ = ["PLOT_NAME", "plot_roc"]
 
@@ -37,10 +38,11 @@ def _draw(ax: Any, ev: Evaluation, xmax: float, *, legend: bool) -> None:
         if point is not None:
             ax.plot([point.fpr], [point.recall], marker="o", markersize=7, color=line.get_color(),
                     markeredgecolor="black", linestyle="none",
-                    label=f"{name}: P({positive}) >= {point.threshold:.4g} "
+                    label=f"{name}: P({positive}) >= {format_threshold(point.threshold, 4)} "
                           f"(FPR {100 * point.fpr:.2f} %, recall {100 * point.recall:.1f} %)")
-    ax.set_xlim(0, xmax)
-    ax.set_ylim(0, 1.01)
+    # A small margin below 0 keeps curves and markers on the axes visible.
+    ax.set_xlim(-0.01 * xmax, xmax)
+    ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel(f"false positive rate (non-{positive} images flagged {positive})")
     ax.set_ylabel(f"true positive rate (recall of {positive})")
     ax.grid(True, alpha=0.3)

@@ -17,7 +17,7 @@ import numpy as np
 from .evaluation import Evaluation
 from .metrics import OperatingPoint, RocCurve
 
-__all__ = ["REPORT_NAME", "format_text", "to_dict", "write_json"]
+__all__ = ["REPORT_NAME", "format_text", "format_threshold", "to_dict", "write_json"]
 
 REPORT_NAME = "report.json"
 JSON_VERSION = 1
@@ -104,6 +104,15 @@ def write_json(ev: Evaluation, path: Path, *, threshold_written: dict[str, Any] 
 
 # -- terminal text -----------------------------------------------------------------
 
+def format_threshold(threshold: float, digits: int = 6) -> str:
+    """``digits`` significant digits, more if needed so that a threshold below 1 never prints as "1"."""
+    for n in range(digits, 18):
+        text = f"{threshold:.{n}g}"
+        if threshold == 1.0 or float(text) != 1.0:
+            return text
+    return repr(threshold)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
@@ -116,19 +125,25 @@ def _confusion_text(labels: tuple[str, ...], matrix: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def _operating_point_text(point: OperatingPoint | None, positive: str, target: float) -> str:
+def _operating_point_text(point: OperatingPoint | None, roc: RocCurve, positive: str, target: float) -> str:
     if point is None:
-        return (f"threshold for FPR <= {_pct(target)}: none on this data (no threshold flags any {positive!r} "
+        text = (f"threshold for FPR <= {_pct(target)}: none on this data (no threshold flags any {positive!r} "
                 "image within the target; more non-positive images or a larger --target-fpr would help)")
-    return (f"threshold for FPR <= {_pct(target)}: P({positive}) >= {point.threshold:.6g}\n"
-            f"  FPR {_pct(point.fpr)} ({point.false_positives:,} of {point.negatives:,} non-{positive} images flagged), "
-            f"recall {_pct(point.recall)} ({point.true_positives:,} of {point.positives:,})")
+    else:
+        text = (f"threshold for FPR <= {_pct(target)}: P({positive}) >= {format_threshold(point.threshold)}\n"
+                f"  FPR {_pct(point.fpr)} ({point.false_positives:,} of {point.negatives:,} non-{positive} images "
+                f"flagged), recall {_pct(point.recall)} ({point.true_positives:,} of {point.positives:,})")
+    if 0.0 < target < 1.0 / roc.negatives:
+        # The FPR moves in steps of 1/negatives: the data cannot tell this threshold from a stricter one.
+        text += (f"\n  note: one false positive is already {_pct(1.0 / roc.negatives)} of {roc.negatives:,} "
+                 f"non-{positive} images; a {_pct(target)} target needs well over {math.ceil(1 / target):,} of them")
+    return text
 
 
 def _decision_text(ev: Evaluation) -> str:
     if ev.decision_threshold is None or ev.positive_index is None:
         return "argmax (the bundle has no threshold)"
-    return f"{ev.positive_label!r} iff P({ev.positive_label}) >= {ev.decision_threshold:.6g} (the bundle's threshold)"
+    return f"{ev.positive_label!r} iff P({ev.positive_label}) >= {format_threshold(ev.decision_threshold)} (the bundle's threshold)"
 
 
 def _listing(title: str, rows: list[str], limit: int, more: str) -> list[str]:
@@ -156,11 +171,11 @@ def format_text(ev: Evaluation, *, limit: int = 20) -> str:
                   _confusion_text(ev.labels, v.confusion), ""]
         if ev.positive_index is None:
             lines.append("ROC and threshold: skipped (the bundle names no positive label among its labels)")
-        elif v.auc is None:
+        elif v.auc is None or v.roc is None:
             lines.append(f"ROC and threshold: skipped (needs both {positive!r} and other images)")
         else:
             lines.append(f"ROC AUC ({positive} vs rest): {v.auc:.4f}")
-            lines.append(_operating_point_text(v.operating_point, positive, ev.target_fpr))
+            lines.append(_operating_point_text(v.operating_point, v.roc, positive, ev.target_fpr))
     if ev.comparisons:
         dp = f"|dP({positive})|" if ev.positive_index is not None else "|dP| (any label)"
         lines += ["", f"== variants vs {ev.reference} (same input tensors) =="]
