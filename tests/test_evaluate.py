@@ -301,14 +301,14 @@ def test_write_threshold_changes_predict(binary_bundle: Path, labelled_dir: Path
     manifest = json.loads((bundle / "manifest.json").read_text())
     threshold = manifest["decision"]["threshold"]
 
-    # the reference: scikit-learn's ROC on the scores predict printed (default variant, int8)
+    # the reference: scikit-learn's ROC on the scores predict printed (the default variant)
     is_fake = np.array([Path(r["path"]).relative_to(labelled_dir).parts[0] == "fake" for r in before])
     scores = np.array([r["scores"]["fake"] for r in before])
     expected = _sk_threshold(is_fake, scores, target)
     assert expected is not None and threshold == expected[0]
     chosen = manifest["decision"]["chosen"]
     assert (chosen["achieved_fpr"], chosen["recall"]) == expected[1:]
-    assert chosen["target_fpr"] == target and chosen["variant"] == "int8" == manifest["default_variant"]
+    assert chosen["target_fpr"] == target and chosen["variant"] == manifest["default_variant"]
     assert chosen["images"] == len(before) and Path(chosen["data_dir"]) == labelled_dir.resolve()
     assert datetime.fromisoformat(chosen["chosen_at"]).tzinfo is not None
     assert {k: v for k, v in manifest.items() if k != "decision"} == {
