@@ -24,8 +24,20 @@ INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "logits"  # picked by name: other exports may add outputs
 
 
+def _inputs(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
+    """One image -> [image]; a sequence/iterator -> itself.
+
+    Anything else (None, a number, ...) is one input of an unsupported type, so
+    it gets an ``UnsupportedInputError`` like any other bad input instead of a
+    bare TypeError that would take the whole batch down.
+    """
+    if is_single_input(images) or not isinstance(images, Iterable):
+        return [images]  # type: ignore[list-item]
+    return images  # type: ignore[return-value]
+
+
 def _as_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
-    return [images] if is_single_input(images) else list(images)  # type: ignore[list-item,arg-type]
+    return list(_inputs(images))
 
 
 class Detector:
@@ -187,7 +199,7 @@ class Detector:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        items: Iterable[ImageInput] = [images] if is_single_input(images) else images  # type: ignore[list-item]
+        items = _inputs(images)
         pending: list[Prediction | Failure | None] = []  # None marks a slot awaiting the model
         sources: list[str] = []
         tensors: list[np.ndarray] = []
@@ -237,7 +249,7 @@ class Detector:
 
     def predict_one(self, image: ImageInput) -> Prediction:
         """Classify a single image; a bad input raises its ``ImageError``."""
-        result = next(self.iter_predict(image, batch_size=1))
+        result = next(self.iter_predict([image], batch_size=1))  # a list is one (unsupported) input here
         if isinstance(result, Failure):
             raise result.error
         return result

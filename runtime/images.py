@@ -32,8 +32,10 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # What PIL's plugins raise on hostile data. Image.open() documents OSError
 # (incl. UnidentifiedImageError), ValueError and TypeError; the decoders also
 # let SyntaxError (PNG chunk checks), EOFError, struct.error and IndexError
-# through on truncated or inconsistent headers. Listing them keeps real bugs
-# (AttributeError, NameError, ...) visible instead of hiding them.
+# through on truncated or inconsistent headers, and NotImplementedError for
+# pixel formats a plugin does not handle (DDS, BLP; found by tests/test_fuzz.py).
+# Listing them keeps real bugs (AttributeError, NameError, ...) visible instead
+# of hiding them.
 _DECODER_FAILURES: tuple[type[BaseException], ...] = (
     OSError,
     ValueError,
@@ -43,7 +45,8 @@ _DECODER_FAILURES: tuple[type[BaseException], ...] = (
     struct.error,
     IndexError,
     KeyError,
-    ZeroDivisionError,
+    ArithmeticError,  # ZeroDivisionError, OverflowError on absurd header fields
+    NotImplementedError,
 )
 
 # Formats never decoded: PIL renders EPS/PostScript by running Ghostscript on
