@@ -426,6 +426,16 @@ def test_whole_corpus_in_one_cli_invocation(corpus: Corpus, api_results: list[Pr
             assert row == {"path": result.source, "error": type(result.error).__name__, "message": str(result.error)}
 
 
+@pytest.mark.parametrize(("option", "value"), [("--batch-size", "0"), ("--threshold", "nan"), ("--threads", "-1"),
+                                               ("--max-pixels", "lots")])
+def test_cli_bad_option_values_are_usage_errors(binary_bundle: Path, corpus: Corpus, option: str, value: str) -> None:
+    """Exit code 2 with argparse's message, before any input is touched (1 would mean 'inputs failed')."""
+    proc = subprocess.run([*CLI, "predict", str(binary_bundle), str(corpus.paths[0]), option, value],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"argument {option}: expected" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_outcome_counts(corpus: Corpus, api_results: list[Prediction | Failure]) -> None:
     """Every documented outcome occurs, and nothing else does."""
     counts: dict[str, int] = {}
