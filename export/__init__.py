@@ -6,6 +6,7 @@ Importing this package registers Optimum's missing ``siglip`` /
 
 from __future__ import annotations
 
+from .budget import FidelityBudget
 from .checkpoint import DEFAULT_MODEL
 from .errors import ExportError, FidelityBudgetError, ValidationError
 from .pipeline import export_bundle
@@ -17,6 +18,7 @@ __all__ = [
     "DEFAULT_VARIANTS",
     "RECIPES",
     "ExportError",
+    "FidelityBudget",
     "FidelityBudgetError",
     "ValidationError",
     "export_bundle",

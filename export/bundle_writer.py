@@ -28,13 +28,13 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def variant_entry(root: Path, recipe: Recipe, fidelity: dict | None) -> Variant:
+def variant_entry(root: Path, recipe: Recipe, built: dict, fidelity: dict | None) -> Variant:
     path = root / recipe.file
     return Variant(
         file=recipe.file,
         sha256=sha256_file(path),
         bytes=path.stat().st_size,
-        recipe=recipe.manifest_entry(),
+        recipe=recipe.manifest_entry(built),
         batch_invariant=recipe.batch_invariant,
         fidelity=fidelity,
     )

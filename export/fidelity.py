@@ -10,7 +10,6 @@ import numpy as np
 from deepfake_edge.labels import softmax
 from deepfake_edge.session import create_session
 
-from .sample_images import NamedImage
 
 
 def run_per_image(model: Path, pixel_values: np.ndarray) -> np.ndarray:
@@ -22,7 +21,7 @@ def run_per_image(model: Path, pixel_values: np.ndarray) -> np.ndarray:
 def compare(
     reference_logits: np.ndarray,
     candidate_logits: np.ndarray,
-    images: list[NamedImage],
+    names: list[str],
     labels: tuple[str, ...],
     positive: str | None,
 ) -> dict[str, Any]:
@@ -31,13 +30,22 @@ def compare(
     columns = [labels.index(positive)] if positive in labels else list(range(len(labels)))
     delta = np.abs(ref[:, columns] - cand[:, columns]).max(axis=1)
     worst = int(delta.argmax())
+    # |dP| depends on how confident an image is: near 0 or 1 the softmax is
+    # flat and hides logit error. For two classes, P = sigmoid(z0 - z1), so an
+    # image sitting on the decision boundary would move by 0.25 * |d(z0 - z1)|;
+    # "boundary" figures report that worst case, independent of the images'
+    # confidence (for more classes, 0.25 * range of the logit deltas).
+    shift = candidate_logits.astype(np.float64) - reference_logits.astype(np.float64)
+    boundary = 0.25 * (shift.max(axis=1) - shift.min(axis=1))
     return {
-        "images": len(images),
+        "images": len(names),
         "measured_on": "fp32 ONNX of the same checkpoint, one image per run",
         "positive_label": positive if positive in labels else None,
         "label_agreement": float((ref.argmax(1) == cand.argmax(1)).mean()),
         "max_abs_dp": float(delta.max()),
         "mean_abs_dp": float(delta.mean()),
         "max_abs_logit_diff": float(np.abs(reference_logits - candidate_logits).max()),
-        "worst_image": images[worst].name,
+        "boundary_max_abs_dp": float(boundary.max()),
+        "boundary_mean_abs_dp": float(boundary.mean()),
+        "worst_image": names[worst],
     }

@@ -9,18 +9,26 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from deepfake_edge.bundle import CONFIG_NAME, PREPROCESSOR_NAME
 from deepfake_edge.labels import read_labels
 from deepfake_edge.manifest import Decision, Manifest
+from deepfake_edge.preprocess import PreprocessConfig, preprocess
 
+from .budget import FidelityBudget, enforce
+from .build_context import BuildContext
 from .bundle_writer import package_versions, staging_directory, variant_entry, write_manifest
 from .checkpoint import DEFAULT_MODEL, load_checkpoint
 from .errors import ExportError
+from .evaluate_candidate import file_fidelity
 from .fidelity import compare, run_per_image
 from .onnx_export import export_fp32
 from .recipes import DEFAULT_VARIANT, DEFAULT_VARIANTS, RECIPES
-from .sample_images import NamedImage, heldout_images
+from .sample_images import NamedImage, calibration_images, heldout_images, load_directory
 from .validate import DEFAULT_ATOL, validate_export
+
+DEFAULT_CALIBRATION_LIMIT = 32
 
 Log = Callable[[str], None]
 
@@ -45,6 +53,10 @@ def export_bundle(
     default_variant: str | None = None,
     revision: str | None = None,
     validation_images: list[NamedImage] | None = None,
+    calibration_dir: str | Path | None = None,
+    calibration_limit: int | None = DEFAULT_CALIBRATION_LIMIT,
+    budget: FidelityBudget | None = None,
+    strict: bool = False,
     atol: float = DEFAULT_ATOL,
     overwrite: bool = False,
     log: Log = _stderr,
@@ -53,8 +65,13 @@ def export_bundle(
 
     fp32 is always kept: it is the reference every other variant is measured
     against. Raises ``ValidationError`` if fp32 ONNX differs from torch by more
-    than ``atol`` on the validation images.
+    than ``atol`` on the validation images. Recipes tune on the calibration
+    images (``calibration_dir``, else the shipped FIT photos); fidelity is
+    reported on the held-out validation images. A gated recipe that misses
+    ``budget`` on the calibration images is reported loudly, or raises
+    ``FidelityBudgetError`` when ``strict``.
     """
+    budget = budget or FidelityBudget()
     unknown = [v for v in variants if v not in RECIPES]
     if unknown:
         raise ExportError(f"unknown variants {unknown}; available: {sorted(RECIPES)}")
@@ -65,6 +82,8 @@ def export_bundle(
     images = validation_images if validation_images is not None else heldout_images()
     if not images:
         raise ExportError("no validation images available (install the [export] extra)")
+    calibration = load_directory(Path(calibration_dir)) if calibration_dir else calibration_images()
+    calibration = calibration[:calibration_limit] if calibration_limit else calibration
 
     with staging_directory(Path(out_dir), overwrite=overwrite) as stage:
         with _step(log, f"loading {model}"):
@@ -78,24 +97,45 @@ def export_bundle(
             f"fp32 logits max |diff| vs torch: {validation['fp32_vs_torch_max_abs_logit_diff']:.2e}"
         )
         source = checkpoint.source
+        vision = checkpoint.model.config.vision_config
+        num_heads, hidden_size = int(vision.num_attention_heads), int(vision.hidden_size)
         del checkpoint  # free the torch weights before quantizing
         labels = read_labels(stage / CONFIG_NAME)
         positive = "fake" if "fake" in labels else None
-        with _step(log, "running fp32 reference per image"):
+        names_seen = [item.name for item in images]
+        with _step(log, f"running the fp32 reference per image ({len(images)} held-out, {len(calibration)} calibration)"):
             reference = run_per_image(fp32, pixel_values)
-        entries = {"fp32": variant_entry(stage, RECIPES["fp32"], None)}
+            config = PreprocessConfig.from_file(stage / PREPROCESSOR_NAME)
+            calib_values = np.stack([preprocess(item.image, config) for item in calibration])
+            calib_reference = run_per_image(fp32, calib_values)
+        entries = {"fp32": variant_entry(stage, RECIPES["fp32"], {}, None)}
+        budget_report: dict[str, dict[str, object]] = {}
         for name in names[1:]:
             recipe = RECIPES[name]
+            ctx = BuildContext(
+                fp32=fp32, out=stage / recipe.file, calibration=calib_values,
+                calibration_names=[item.name for item in calibration], calibration_reference=calib_reference,
+                labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size, budget=budget, log=log,
+            )
             with _step(log, f"building {name}"):
-                recipe.build(fp32, stage / recipe.file)
-            with _step(log, f"measuring {name} fidelity against fp32"):
-                fidelity = compare(reference, run_per_image(stage / recipe.file, pixel_values), images, labels, positive)
+                built = recipe.build(ctx)
+            with _step(log, f"measuring {name} fidelity against fp32 on held-out images"):
+                fidelity = compare(reference, run_per_image(ctx.out, pixel_values), names_seen, labels, positive)
             log(
                 f"   {name}: agreement {fidelity['label_agreement']:.1%}, max |dP| {fidelity['max_abs_dp']:.4f}, "
-                f"mean |dP| {fidelity['mean_abs_dp']:.4f}"
+                f"mean |dP| {fidelity['mean_abs_dp']:.5f} (held-out)"
             )
-            entries[name] = variant_entry(stage, recipe, fidelity)
-        validation["image_names"] = [item.name for item in images]
+            if recipe.gated:
+                on_calibration = built.get("calibration_fidelity") or file_fidelity(ctx.out, ctx)
+                met = enforce(name, on_calibration, budget, where="calibration", strict=strict, log=log)
+                held_out_met = enforce(name, fidelity, budget, where="held-out", strict=False, log=log)
+                budget_report[name] = {"budget": budget.to_dict(), "met_on_calibration": met,
+                                       "met_on_held_out": held_out_met}
+            entries[name] = variant_entry(stage, recipe, built, fidelity)
+        validation["image_names"] = names_seen
+        validation["calibration_image_names"] = [item.name for item in calibration]
+        validation["calibration_source"] = str(calibration_dir) if calibration_dir else "shipped FIT photos + synthetic"
+        validation["fidelity_budget"] = budget_report
         manifest = Manifest(
             source=source,
             default_variant=default,

@@ -1,7 +1,8 @@
 """Variant recipes: how each ONNX file of a bundle is made from the fp32 export.
 
-A recipe is data (name, file, description, settings recorded in the manifest)
-plus one build function ``(fp32_model, out_path) -> None``.
+A recipe is data (name, file, description, batch invariance, settings for the
+manifest) plus one build function ``(BuildContext) -> dict`` whose result is
+recorded in the manifest too (chosen parameters, excluded nodes, ...).
 """
 
 from __future__ import annotations
@@ -9,8 +10,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from .build_context import BuildContext
+from .fp16 import build_fp16
+from .int8_recipe import build_int8
+from .static_int8 import build_static_int8
+from .weight_only import build_int4
 
 
 @dataclass(frozen=True)
@@ -18,64 +24,76 @@ class Recipe:
     name: str
     file: str
     description: str
-    build: Callable[[Path, Path], None]
+    build: Callable[[BuildContext], dict[str, Any]]
+    # False when an image's result could depend on the rest of its batch (a
+    # run-time activation range over the whole batch); the runtime then feeds
+    # the model one image at a time.
     batch_invariant: bool = True
+    # Whether the fidelity budget applies (and --strict can fail the export).
+    gated: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def manifest_entry(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, **self.settings}
+    def manifest_entry(self, built: dict[str, Any]) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, **self.settings, **built}
 
 
-def _copy(fp32: Path, out: Path) -> None:
-    if fp32 != out:
-        shutil.copyfile(fp32, out)
+def _copy_fp32(ctx: BuildContext) -> dict[str, Any]:
+    if ctx.fp32 != ctx.out:
+        shutil.copyfile(ctx.fp32, ctx.out)
+    return {}
 
 
-# Dynamic int8, per-channel weights, MatMul only. MatMulConstBOnly leaves the
-# attention matmuls (activation x activation) in fp32: quantizing them cost
-# fidelity and bought no speed on this model (shared/notes/MEASUREMENTS.md).
-_INT8_DYNAMIC: dict[str, Any] = {
+# Stock onnxruntime dynamic int8 (what Optimum's avx512_vnni config does, minus
+# the attention matmuls): kept as a documented baseline for the fidelity table.
+_ORT_DYNAMIC: dict[str, Any] = {
     "method": "onnxruntime.quantization.quantize_dynamic",
     "per_channel": True,
-    "reduce_range": False,  # VNNI has no u8 x s8 overflow issue, so the full 8 bits are usable
     "weight_type": "QInt8",
     "op_types_to_quantize": ["MatMul"],
     "extra_options": {"MatMulConstBOnly": True},
 }
 
 
-def _int8_dynamic(fp32: Path, out: Path) -> None:
+def _ort_dynamic(ctx: BuildContext) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        fp32,
-        out,
-        per_channel=_INT8_DYNAMIC["per_channel"],
-        reduce_range=_INT8_DYNAMIC["reduce_range"],
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=_INT8_DYNAMIC["op_types_to_quantize"],
-        extra_options=_INT8_DYNAMIC["extra_options"],
-    )
+    quantize_dynamic(ctx.fp32, ctx.out, per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+    return {}
 
 
 RECIPES: dict[str, Recipe] = {
-    "fp32": Recipe(
-        name="fp32",
-        file="model.onnx",
-        description="The fp32 export, validated against torch; the reference for every other variant.",
-        build=_copy,
-        settings={"method": "optimum.exporters.onnx"},
-    ),
-    "int8": Recipe(
-        name="int8",
-        file="model_int8.onnx",
-        description="Dynamic int8: per-channel int8 weights for every MatMul with a constant weight; "
-        "activations quantized per tensor at run time; attention matmuls stay fp32.",
-        build=_int8_dynamic,
-        # one activation scale per run over the whole batch -> run per image
-        batch_invariant=False,
-        settings=_INT8_DYNAMIC,
-    ),
+    recipe.name: recipe
+    for recipe in (
+        Recipe("fp32", "model.onnx",
+               "The fp32 export, validated against torch; the reference for every other variant.",
+               _copy_fp32, settings={"method": "optimum.exporters.onnx"}),
+        Recipe("int8", "model_int8.onnx",
+               "Default. int8 weights (per channel) and int8 activations (per token) for every linear layer, "
+               "SmoothQuant scales folded into the LayerNorms (alpha chosen on calibration images), attention "
+               "fused into MultiHeadAttention and kept fp32; the most sensitive layers stay fp32 if needed to "
+               "meet the fidelity budget.",
+               build_int8, batch_invariant=True, gated=True,
+               settings={"method": "deepfake_edge per-token int8 (MatMulIntegerToFloat)"}),
+        Recipe("int8-ort", "model_int8_ort.onnx",
+               "Baseline: onnxruntime quantize_dynamic, per-channel weights, MatMul only (MatMulConstBOnly), "
+               "one activation scale per tensor per run (so it runs one image at a time).",
+               _ort_dynamic, batch_invariant=False, gated=True, settings=_ORT_DYNAMIC),
+        Recipe("int8-static", "model_int8_static.onnx",
+               "Static QDQ int8: activation ranges calibrated once (Percentile 99.99) on the calibration "
+               "images after smoothing; per-channel weights; MatMul only; attention fused and fp32.",
+               build_static_int8, batch_invariant=True, gated=True,
+               settings={"method": "onnxruntime.quantization.quantize_static (QDQ)"}),
+        Recipe("int4", "model_int4.onnx",
+               "Weight-only 4-bit (MatMulNBits, blocks of 32, symmetric) for the smallest file; "
+               "activations int8 inside the kernel. Fidelity is recorded as measured, even when poor.",
+               build_int4, batch_invariant=False,
+               settings={"method": "onnxruntime MatMulNBitsQuantizer"}),
+        Recipe("fp16", "model_fp16.onnx",
+               "fp16 weights and compute for GPU execution providers (CUDA, DirectML). "
+               "Slower than fp32 on CPU.",
+               build_fp16, settings={"method": "onnxruntime.transformers.float16"}),
+    )
 }
 
 DEFAULT_VARIANTS: tuple[str, ...] = ("fp32", "int8")

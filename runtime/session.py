@@ -33,10 +33,20 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_OPTIMIZATION = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+}
+
+
 def create_session(
-    path: Path, *, threads: int | None = None, providers: Sequence[str] | None = None
+    path: Path,
+    *,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    optimization: str = "all",
 ) -> ort.InferenceSession:
-    """Open ``path`` with every graph optimization on and a fixed thread count.
+    """Open ``path`` with graph optimizations (default: all) and a fixed thread count.
 
     ``inter_op`` stays at 1: the graph is one sequential chain, and a second pool
     would only compete with the intra-op pool for the same cores.
@@ -47,7 +57,7 @@ def create_session(
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = _OPTIMIZATION[optimization]
     options.log_severity_level = 3  # errors only; ORT's warnings are not the user's concern
     chosen = list(providers) if providers else list(DEFAULT_PROVIDERS)
     unknown = [p for p in chosen if p not in ort.get_available_providers()]

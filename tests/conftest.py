@@ -30,9 +30,9 @@ class TinySpec:
 
 TINY_SPECS = {
     # the deepfake label set, odd size, SigLIP's default normalisation
-    "binary": TinySpec("binary", 45, 9, ("fake", "real"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 3, 40.0),
+    "binary": TinySpec("binary", 45, 9, ("fake", "real"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 3, 8.0),
     # another label set, another size, ImageNet normalisation, bilinear resize
-    "ternary": TinySpec("ternary", 33, 11, ("real", "fake", "edited"), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 2, 40.0),
+    "ternary": TinySpec("ternary", 33, 11, ("real", "fake", "edited"), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 2, 8.0),
 }
 
 

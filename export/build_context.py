@@ -1,0 +1,26 @@
+"""What a recipe's build step gets: paths, model geometry and calibration data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .budget import FidelityBudget
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    fp32: Path                       # the validated fp32 export
+    out: Path                        # where the recipe writes its model
+    calibration: np.ndarray          # NCHW float32, images recipes may tune on (never the held-out set)
+    calibration_names: list[str]
+    calibration_reference: np.ndarray  # fp32 logits on ``calibration``, one image per run
+    labels: tuple[str, ...]
+    positive: str | None
+    num_heads: int
+    hidden_size: int
+    budget: FidelityBudget = field(default_factory=FidelityBudget)
+    log: Callable[[str], None] = print
