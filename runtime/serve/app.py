@@ -45,7 +45,7 @@ from .batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher
 from .config import ServeConfig
 from .limits import Admission, LimitedBody, ServiceError, image_error, within_read_timeout
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
-from .schemas import BatchItem, Classification, ErrorBody, Health, ServiceInfo
+from .schemas import BATCH_BODY, ERROR_RESPONSES, SINGLE_BODY, BatchItem, Classification, Health, ServiceInfo
 
 __all__ = ["create_app"]
 
@@ -64,25 +64,6 @@ _PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
-_BINARY = {"type": "string", "format": "binary"}
-_SINGLE_BODY = {"requestBody": {"required": True, "content": {
-    "image/*": {"schema": _BINARY},
-    "application/octet-stream": {"schema": _BINARY},
-    "multipart/form-data": {"schema": {"type": "object", "properties": {"file": _BINARY}, "required": ["file"]}},
-}}}
-_BATCH_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {
-        "type": "object", "properties": {"files": {"type": "array", "items": _BINARY}}, "required": ["files"],
-    }},
-}}}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Not an image, a corrupt image, or a malformed upload (invalid_image, bad_request)."},
-    408: {"model": ErrorBody, "description": "The body did not arrive within the read timeout (read_timeout)."},
-    413: {"model": ErrorBody, "description": "Body over the size limit, image over the pixel limit, or too many images."},
-    415: {"model": ErrorBody, "description": "Unsupported Content-Type (unsupported_media_type)."},
-    503: {"model": ErrorBody, "description": "Queue full, not ready yet, or shutting down; see Retry-After."},
-    504: {"model": ErrorBody, "description": "The per-request timeout passed (timeout)."},
-}
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -387,13 +368,13 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.post("/v1/classify", response_model=Classification, responses=_ERRORS, openapi_extra=_SINGLE_BODY,
+    @app.post("/v1/classify", response_model=Classification, responses=ERROR_RESPONSES, openapi_extra=SINGLE_BODY,
               summary="Classify one image", tags=["classify"])
     async def classify(request: Request) -> Response:
         """Send the image as the raw body (`Content-Type: image/...`) or as one multipart file part."""
         return await service.answer("classify", service.classify, request)
 
-    @app.post("/v1/classify/batch", response_model=list[BatchItem], responses=_ERRORS, openapi_extra=_BATCH_BODY,
+    @app.post("/v1/classify/batch", response_model=list[BatchItem], responses=ERROR_RESPONSES, openapi_extra=BATCH_BODY,
               summary="Classify several images", tags=["classify"])
     async def classify_batch(request: Request) -> Response:
         """One multipart request with several file parts; the answer lists one item per part, in order.

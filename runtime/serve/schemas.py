@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
-__all__ = ["BatchItem", "Classification", "ErrorBody", "Health", "ServiceInfo"]
+__all__ = [
+    "BATCH_BODY", "ERROR_RESPONSES", "SINGLE_BODY", "BatchItem", "Classification", "ErrorBody", "Health", "ServiceInfo",
+]
 
 
 class Classification(BaseModel):
@@ -49,3 +53,26 @@ class ServiceInfo(BaseModel):
     threshold: float | None
     accepted_media_types: list[str]
     limits: dict[str, float]
+
+
+# The request bodies are read by hand (streamed with a size cap), so FastAPI
+# cannot infer them; these describe them in the OpenAPI document.
+_BINARY = {"type": "string", "format": "binary"}
+SINGLE_BODY = {"requestBody": {"required": True, "content": {
+    "image/*": {"schema": _BINARY},
+    "application/octet-stream": {"schema": _BINARY},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {"file": _BINARY}, "required": ["file"]}},
+}}}
+BATCH_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "properties": {"files": {"type": "array", "items": _BINARY}}, "required": ["files"],
+    }},
+}}}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Not an image, a corrupt image, or a malformed upload (invalid_image, bad_request)."},
+    408: {"model": ErrorBody, "description": "The body did not arrive within the read timeout (read_timeout)."},
+    413: {"model": ErrorBody, "description": "Body over the size limit, image over the pixel limit, or too many images."},
+    415: {"model": ErrorBody, "description": "Unsupported Content-Type (unsupported_media_type)."},
+    503: {"model": ErrorBody, "description": "Queue full, not ready yet, or shutting down; see Retry-After."},
+    504: {"model": ErrorBody, "description": "The per-request timeout passed (timeout)."},
+}
