@@ -107,11 +107,18 @@ class JsonLinesFormatter(logging.Formatter):
 
 
 def configure_json_logging(level: int = logging.INFO, stream: Any = None) -> None:
-    """Send the service's and uvicorn's logs to ``stream`` (stderr) as JSON lines."""
+    """Send the service's, uvicorn's and python-multipart's logs to ``stream`` (stderr) as JSON lines."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonLinesFormatter())
     for name in ("deepfake_edge", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)
+        logger.propagate = False
+    # python-multipart warns about each malformed upload (already answered with
+    # 400); keep those lines JSON too, and never more verbose than warnings.
+    for name in ("python_multipart", "multipart"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(max(level, logging.WARNING))
         logger.propagate = False
