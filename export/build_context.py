@@ -23,4 +23,5 @@ class BuildContext:
     num_heads: int
     hidden_size: int
     budget: FidelityBudget = field(default_factory=FidelityBudget)
+    tune: bool = True                # False: skip calibration-driven search (same graph and speed)
     log: Callable[[str], None] = print

@@ -31,12 +31,17 @@ def calibration_fidelity(model: onnx.ModelProto, ctx: BuildContext) -> dict[str,
 
 
 def budget_score(fidelity: dict[str, Any], ctx: BuildContext) -> float:
-    """One number to rank candidates: the worst ratio to the budget (lower is better)."""
+    """One number to rank candidates: the worst ratio to the budget (lower is better).
+
+    It uses the *boundary* |dP| figures (see ``fidelity.compare``): calibration
+    photos are often classified with confidence, where |dP| hides logit error,
+    while the held-out images that matter sit near the decision boundary.
+    """
     b = ctx.budget
     disagreement = 1.0 - fidelity["label_agreement"]
     allowed = max(1.0 - b.min_agreement, 1e-9)
-    return max(fidelity["max_abs_dp"] / max(b.max_abs_dp, 1e-12),
-               fidelity["mean_abs_dp"] / max(b.mean_abs_dp, 1e-12),
+    return max(fidelity["boundary_max_abs_dp"] / max(b.max_abs_dp, 1e-12),
+               fidelity["boundary_mean_abs_dp"] / max(b.mean_abs_dp, 1e-12),
                disagreement / allowed)
 
 

@@ -1,4 +1,4 @@
-"""The default ``int8`` recipe: fused attention, smoothing, per-token int8, sensitivity search.
+"""The default ``int8`` recipe: fused attention, smoothing, per-token int8, GPTQ, sensitivity search.
 
 Steps (each one measured, see README "Quantization"):
 
@@ -6,10 +6,15 @@ Steps (each one measured, see README "Quantization"):
 2. fold SmoothQuant scales into the LayerNorms, with ``alpha`` chosen on the
    calibration images (fidelity; exact in fp32);
 3. quantize every constant-weight MatMul to int8 with per-channel weights and
-   per-token activations (speed, batch invariance);
+   per-token activations (speed, batch invariance), rounding the weights with
+   GPTQ when that lowers the calibration error;
 4. if the calibration fidelity still misses the budget, keep the MatMuls with
    the largest local quantization error in fp32, doubling the count until the
    budget is met or a cap is hit (sensitivity-guided mixed precision).
+
+``ctx.tune = False`` skips the calibration-driven steps (alpha 0.5, round to
+nearest, no search): the graph and its speed are identical, only fidelity
+differs; speed benchmarks on random weights use it.
 """
 
 from __future__ import annotations
@@ -21,63 +26,80 @@ import onnx
 from .attention_fusion import fuse_attention
 from .build_context import BuildContext
 from .evaluate_candidate import budget_score, calibration_fidelity, local_errors
+from .gptq import gptq_weights
 from .per_token_int8 import quantizable_matmuls, quantize_per_token
-from .smoothing import smooth_layernorms
+from .smoothing import DEFAULT_ALPHA, activation_ranges, smooth_layernorms
 
-ALPHAS: tuple[float | None, ...] = (None, 0.5, 0.65, 0.8, 0.9)
+ALPHAS: tuple[float, ...] = (0.5, 0.65, 0.8)
 MAX_EXCLUDED_FRACTION = 0.25  # beyond this, "int8" would no longer be an int8 model
 
 
+def _summary(fidelity: dict[str, Any]) -> str:
+    return (f"max |dP| {fidelity['max_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f}; "
+            f"at the boundary: max {fidelity['boundary_max_abs_dp']:.4f}, mean {fidelity['boundary_mean_abs_dp']:.5f}")
+
 
 def build_int8(ctx: BuildContext) -> dict[str, Any]:
-    fp32 = onnx.load(ctx.fp32)
-    fused, attention = fuse_attention(fp32, ctx.num_heads)
+    fused, attention = fuse_attention(onnx.load(ctx.fp32), ctx.num_heads)
     ctx.log(f"   fused {attention} attention blocks into MultiHeadAttention")
+    ranges = activation_ranges(fused, ctx.calibration)
+    if not ctx.tune:
+        smoothed = smooth_layernorms(fused, ranges, alpha=DEFAULT_ALPHA)[0]
+        model, quantized = quantize_per_token(smoothed)
+        onnx.save(model, ctx.out)
+        return {"attention_fused": attention, "smoothing_alpha": DEFAULT_ALPHA, "weight_rounding": "nearest",
+                "quantized_matmuls": len(quantized), "excluded_nodes": [], "tuned": False}
 
-    # 2. alpha search on the calibration images (None = no smoothing)
+    # 2. alpha, chosen on the calibration images
     tried: list[dict[str, Any]] = []
-    best: tuple[float, float | None, onnx.ModelProto, dict[str, Any]] | None = None
+    best: tuple[float, float, onnx.ModelProto, dict[str, Any]] | None = None
     for alpha in ALPHAS:
-        smoothed = smooth_layernorms(fused, ctx.calibration, alpha=alpha)[0] if alpha is not None else fused
-        candidate, _ = quantize_per_token(smoothed)
-        fidelity = calibration_fidelity(candidate, ctx)
+        smoothed = smooth_layernorms(fused, ranges, alpha=alpha)[0]
+        fidelity = calibration_fidelity(quantize_per_token(smoothed)[0], ctx)
         score = budget_score(fidelity, ctx)
-        tried.append({"alpha": alpha, "max_abs_dp": fidelity["max_abs_dp"], "mean_abs_dp": fidelity["mean_abs_dp"],
-                      "label_agreement": fidelity["label_agreement"]})
-        ctx.log(f"   smoothing alpha={alpha}: max |dP| {fidelity['max_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f}")
+        tried.append({"alpha": alpha, **{k: fidelity[k] for k in ("max_abs_dp", "mean_abs_dp", "boundary_max_abs_dp",
+                                                                    "boundary_mean_abs_dp", "label_agreement")}})
+        ctx.log(f"   smoothing alpha={alpha}: {_summary(fidelity)}")
         if best is None or score < best[0]:
             best = (score, alpha, smoothed, fidelity)
     assert best is not None
     score, alpha, smoothed, fidelity = best
 
+    # 3. GPTQ rounding, kept only if it helps on the calibration images
+    nodes = quantizable_matmuls(smoothed)
+    rounded = gptq_weights(smoothed, nodes, ctx.calibration)
+    gptq_fidelity = calibration_fidelity(quantize_per_token(smoothed, weights=rounded)[0], ctx)
+    ctx.log(f"   GPTQ weight rounding: {_summary(gptq_fidelity)}")
+    weights: dict[str, Any] | None = None
+    if budget_score(gptq_fidelity, ctx) < score:
+        weights, fidelity, score = rounded, gptq_fidelity, budget_score(gptq_fidelity, ctx)
+
     # 4. sensitivity-guided mixed precision, only if needed
     excluded: list[str] = []
     if ctx.budget.misses(fidelity):
-        nodes = quantizable_matmuls(smoothed)
         errors = local_errors(smoothed, nodes, ctx)
         ranked = sorted(errors, key=errors.__getitem__, reverse=True)
         cap = max(1, int(len(ranked) * MAX_EXCLUDED_FRACTION))
         count = 1
         while count <= cap:
-            candidate, _ = quantize_per_token(smoothed, exclude=ranked[:count])
-            trial = calibration_fidelity(candidate, ctx)
-            ctx.log(f"   keeping {count} most sensitive MatMuls in fp32: max |dP| {trial['max_abs_dp']:.4f}, "
-                    f"mean {trial['mean_abs_dp']:.5f}")
-            if budget_score(trial, ctx) < score:
+            trial = calibration_fidelity(quantize_per_token(smoothed, exclude=ranked[:count], weights=weights)[0], ctx)
+            ctx.log(f"   keeping the {count} most sensitive MatMuls in fp32: {_summary(trial)}")
+            if not ctx.budget.misses(trial) or budget_score(trial, ctx) < score:
                 score, fidelity, excluded = budget_score(trial, ctx), trial, ranked[:count]
             if not ctx.budget.misses(trial):
                 break
             count = count * 2 if count * 2 <= cap or count == cap else cap
-    model, quantized = quantize_per_token(smoothed, exclude=excluded)
+    model, quantized = quantize_per_token(smoothed, exclude=excluded, weights=weights)
     onnx.save(model, ctx.out)
     return {
         "attention_fused": attention,
         "smoothing_alpha": alpha,
         "smoothing_search": tried,
+        "weight_rounding": "gptq" if weights else "nearest",
         "quantized_matmuls": len(quantized),
         "excluded_nodes": excluded,
         "calibration_images": len(ctx.calibration_names),
         "calibration_fidelity": fidelity,
         "budget": ctx.budget.to_dict(),
-        "budget_met_on_calibration": not ctx.budget.misses(fidelity),
+        "tuned": True,
     }

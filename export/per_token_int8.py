@@ -28,7 +28,7 @@ Attention's activation x activation MatMuls stay fp32 (no constant B).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,10 +72,17 @@ def _quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
-def quantize_per_token(model: onnx.ModelProto, *, exclude: Iterable[str] = ()) -> tuple[onnx.ModelProto, list[QuantizedNode]]:
+def quantize_per_token(
+    model: onnx.ModelProto,
+    *,
+    exclude: Iterable[str] = (),
+    weights: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> tuple[onnx.ModelProto, list[QuantizedNode]]:
     """Return a rewritten copy of ``model`` and the MatMul nodes that were quantized.
 
     ``exclude`` lists MatMul node names to keep in fp32 (mixed precision).
+    ``weights`` optionally gives pre-rounded ``(int8 [K, N], scale [N])`` per node
+    name (e.g. from GPTQ); other nodes use round-to-nearest.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
@@ -114,7 +121,7 @@ def quantize_per_token(model: onnx.ModelProto, *, exclude: Iterable[str] = ()) -
         for node in nodes:
             weight = numpy_helper.to_array(inits[node.input[1]])
             k, n = weight.shape
-            w_q, w_scale = _quantize_weight(weight)
+            w_q, w_scale = weights[node.name] if weights and node.name in weights else _quantize_weight(weight)
             wq_name, ws_name = f"{node.name}/W_int8", f"{node.name}/W_scale"
             new_inits += [numpy_helper.from_array(w_q, wq_name), numpy_helper.from_array(w_scale, ws_name)]
             inputs = [f"{p}_q", wq_name, f"{p}_scale", ws_name, "dfe_zp_u8"]

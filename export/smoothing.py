@@ -56,15 +56,28 @@ def _smoothable(model: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, list[
     return out
 
 
+def activation_ranges(model: onnx.ModelProto, calibration: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of every smoothable LayerNorm output, over ``calibration`` (NCHW).
+
+    Computed once and reused for every ``alpha`` tried: smoothing changes only
+    constants, and the scales depend on these ranges and the weights alone.
+    """
+    targets = _smoothable(model)
+    return capture_max_abs(model, list(targets), calibration) if targets else {}
+
+
 def smooth_layernorms(
-    model: onnx.ModelProto, calibration: np.ndarray, *, alpha: float = DEFAULT_ALPHA
+    model: onnx.ModelProto, calibration: np.ndarray | dict[str, np.ndarray], *, alpha: float = DEFAULT_ALPHA
 ) -> tuple[onnx.ModelProto, list[SmoothedLayerNorm]]:
-    """Return a copy of ``model`` with smoothing scales folded in, measured on ``calibration`` (NCHW)."""
+    """Return a copy of ``model`` with smoothing scales folded in.
+
+    ``calibration`` is NCHW images, or the result of :func:`activation_ranges`.
+    """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     targets = _smoothable(model)
     if not targets:
         return model, []
-    act_max = capture_max_abs(model, list(targets), calibration)
+    act_max = calibration if isinstance(calibration, dict) else capture_max_abs(model, list(targets), calibration)
     inits = {init.name: init for init in model.graph.initializer}
     uses: dict[str, int] = defaultdict(int)
     for node in model.graph.node:

@@ -41,7 +41,7 @@ def test_predict_folder_json_lines(binary_bundle: Path, image_dir: Path) -> None
     for row in rows:
         expected = detector.predict_one(row["path"])
         assert row["label"] == expected.label
-        assert row["scores"] == pytest.approx(expected.scores, abs=1e-12)
+        assert row["scores"] == pytest.approx(expected.scores, abs=1e-9)  # batched vs single: float rounding only
     recursive = _run("predict", binary_bundle, image_dir, "--recursive")
     assert recursive.returncode == 0
     assert len(recursive.stdout.splitlines()) == 5

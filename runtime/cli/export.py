@@ -50,6 +50,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="images recipes may tune on (default: photos shipped in the installed wheels)")
     parser.add_argument("--calibration-limit", type=int, default=32,
                         help="use at most this many calibration images (default: 32)")
+    parser.add_argument("--fast", action="store_true",
+                        help="skip the calibration-driven tuning of int8 (smoothing search, GPTQ, sensitivity search): "
+                             "same graph and speed, lower fidelity; meant for speed benchmarks on random weights")
     parser.add_argument("--strict", action="store_true", help="fail the export when a variant misses its fidelity budget")
     parser.add_argument("--budget-agreement", type=float, default=0.995, help="min label agreement (default 0.995)")
     parser.add_argument("--budget-max-dp", type=float, default=0.03, help="max |dP| (default 0.03)")
@@ -77,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
     export_bundle(args.model, args.out_dir, variants=variants, default_variant=args.default_variant,
                   revision=args.revision, atol=args.atol, overwrite=args.overwrite,
                   calibration_dir=args.calibration, calibration_limit=args.calibration_limit,
-                  budget=budget, strict=args.strict)
+                  budget=budget, strict=args.strict, tune=not args.fast)
     return 0
