@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "deepfake_edge.cli.export",
     "serve": "deepfake_edge.cli.serve",
     "demo": "deepfake_edge.cli.demo",
+    "bench": "deepfake_edge.cli.bench",
 }
 
 
