@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from deepfake_edge.labels import softmax
 from deepfake_edge.session import create_session
-
 
 
 def run_per_image(model: Path, pixel_values: np.ndarray) -> np.ndarray:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
-
 from deepfake_edge.session import create_session
+from onnx import TensorProto, helper
 
 
 def iter_tensors(model: onnx.ModelProto, names: Sequence[str], pixel_values: np.ndarray) -> Iterator[dict[str, np.ndarray]]:

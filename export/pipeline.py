@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-
 from deepfake_edge.bundle import CONFIG_NAME, PREPROCESSOR_NAME
 from deepfake_edge.labels import read_labels
 from deepfake_edge.manifest import Decision, Manifest
@@ -18,14 +17,24 @@ from deepfake_edge.preprocess import PreprocessConfig, preprocess
 
 from .budget import FidelityBudget, enforce
 from .build_context import BuildContext
-from .bundle_writer import package_versions, staging_directory, variant_entry, write_manifest
+from .bundle_writer import (
+    package_versions,
+    staging_directory,
+    variant_entry,
+    write_manifest,
+)
 from .checkpoint import DEFAULT_MODEL, load_checkpoint
 from .errors import ExportError
 from .evaluate_candidate import file_fidelity
 from .fidelity import compare, run_per_image
 from .onnx_export import export_fp32
 from .recipes import DEFAULT_VARIANT, DEFAULT_VARIANTS, RECIPES
-from .sample_images import NamedImage, calibration_images, heldout_images, load_directory
+from .sample_images import (
+    NamedImage,
+    calibration_images,
+    heldout_images,
+    load_directory,
+)
 from .validate import DEFAULT_ATOL, validate_export
 
 DEFAULT_CALIBRATION_LIMIT = 32

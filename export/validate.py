@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from deepfake_edge.images import to_rgb
 from deepfake_edge.preprocess import PreprocessConfig, preprocess
 from deepfake_edge.session import create_session

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BundleFileMissingError, BundleMismatchError, UnsupportedBundleError
+from .errors import BundleMismatchError
+from .jsonfile import read_json_object
 
 __all__ = ["decide", "read_labels", "softmax"]
 
@@ -22,13 +22,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def read_labels(path: Path) -> tuple[str, ...]:
     """Labels in output order, from ``config.json``'s ``id2label``."""
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BundleFileMissingError(f"{path}: model config is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise UnsupportedBundleError(f"{path}: not readable JSON ({exc})") from exc
-    id2label = config.get("id2label") if isinstance(config, dict) else None
+    config = read_json_object(path, "model config")
+    id2label = config.get("id2label")
     if not isinstance(id2label, dict) or not id2label:
         raise BundleMismatchError(f"{path}: expected a non-empty id2label mapping")
     try:

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from .errors import BundleFileMissingError, UnsupportedBundleError
+from .errors import UnsupportedBundleError
+from .jsonfile import read_json_object
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "Decision", "Manifest", "Variant"]
 
@@ -115,14 +116,7 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise BundleFileMissingError(f"{path}: manifest is missing; is this a deepfake-edge bundle?") from exc
-        except (OSError, ValueError) as exc:
-            raise UnsupportedBundleError(f"{path}: not readable JSON ({exc})") from exc
-        if not isinstance(data, dict):
-            raise UnsupportedBundleError(f"{path}: expected a JSON object")
+        data = read_json_object(path, "manifest", "is this a deepfake-edge bundle?")
         return cls.from_dict(data, source=str(path))
 
     def write(self, path: Path) -> None:

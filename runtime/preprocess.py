@@ -17,7 +17,6 @@ Everything is read from ``preprocessor_config.json``; nothing is hard-coded.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import BundleFileMissingError, BundleMismatchError, UnsupportedBundleError
+from .errors import BundleMismatchError, UnsupportedBundleError
+from .jsonfile import read_json_object
 
 __all__ = ["SUPPORTED_PROCESSORS", "PreprocessConfig", "normalize", "preprocess", "rescale", "resize"]
 
@@ -113,15 +113,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> PreprocessConfig:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise BundleFileMissingError(f"{path}: preprocessor config is missing") from exc
-        except (OSError, ValueError) as exc:
-            raise UnsupportedBundleError(f"{path}: not readable JSON ({exc})") from exc
-        if not isinstance(data, dict):
-            raise UnsupportedBundleError(f"{path}: expected a JSON object")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_object(path, "preprocessor config"), source=str(path))
 
 
 def resize(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
