@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "deepfake_edge.cli.serve",
     "demo": "deepfake_edge.cli.demo",
     "bench": "deepfake_edge.cli.bench",
+    "evaluate": "deepfake_edge.cli.evaluate",
 }
 
 
