@@ -101,7 +101,10 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     if model["random_weights"]:
         title += " (no accuracy figures)"
     fig.suptitle(title, fontsize=11)
+    load = results["machine"].get("load_average_at_start")
     footer = f"{summary_line(results['machine'])}; {results['settings']['threads']} threads for every engine"
+    if load:  # a busy machine slows every engine, torch's OpenMP pool most
+        footer += f"; 1-min load average {load[0]} at start"
     if failed:
         footer += f"; could not run: {', '.join(failed)}"
     fig.text(0.01, 0.005, footer, fontsize=7, color="0.35")
