@@ -24,4 +24,5 @@ class BuildContext:
     hidden_size: int
     budget: FidelityBudget = field(default_factory=FidelityBudget)
     tune: bool = True                # False: skip calibration-driven search (same graph and speed)
+    keep_fp32: int = 0               # int8: at least this many most-sensitive MatMuls stay fp32
     log: Callable[[str], None] = print

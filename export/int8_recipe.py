@@ -74,13 +74,21 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
     if budget_score(gptq_fidelity, ctx) < score:
         weights, fidelity, score = rounded, gptq_fidelity, budget_score(gptq_fidelity, ctx)
 
-    # 4. sensitivity-guided mixed precision, only if needed
+    # 4. sensitivity-guided mixed precision: as many layers as the user asked
+    # for (--int8-keep-fp32), more only if the budget is still missed
     excluded: list[str] = []
-    if ctx.budget.misses(fidelity):
+    ranked: list[str] = []
+    if ctx.keep_fp32 > 0 or ctx.budget.misses(fidelity):
         errors = local_errors(smoothed, nodes, ctx)
         ranked = sorted(errors, key=errors.__getitem__, reverse=True)
-        cap = max(1, int(len(ranked) * MAX_EXCLUDED_FRACTION))
-        count = 1
+    if ctx.keep_fp32 > 0:
+        excluded = ranked[: ctx.keep_fp32]
+        fidelity = calibration_fidelity(quantize_per_token(smoothed, exclude=excluded, weights=weights)[0], ctx)
+        score = budget_score(fidelity, ctx)
+        ctx.log(f"   keeping the {len(excluded)} most sensitive MatMuls in fp32 (requested): {_summary(fidelity)}")
+    if ctx.budget.misses(fidelity):
+        cap = max(1, int(len(ranked) * MAX_EXCLUDED_FRACTION), len(excluded))
+        count = max(1, 2 * len(excluded))
         while count <= cap:
             trial = calibration_fidelity(quantize_per_token(smoothed, exclude=ranked[:count], weights=weights)[0], ctx)
             ctx.log(f"   keeping the {count} most sensitive MatMuls in fp32: {_summary(trial)}")

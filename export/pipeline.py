@@ -67,6 +67,7 @@ def export_bundle(
     budget: FidelityBudget | None = None,
     strict: bool = False,
     tune: bool = True,
+    keep_fp32: int = 0,
     atol: float = DEFAULT_ATOL,
     overwrite: bool = False,
     log: Log = _stderr,
@@ -125,7 +126,7 @@ def export_bundle(
             ctx = BuildContext(
                 fp32=fp32, out=stage / recipe.file, calibration=calib_values,
                 calibration_names=[item.name for item in calibration], calibration_reference=calib_reference,
-                labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size, budget=budget, tune=tune, log=log,
+                labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size, budget=budget, tune=tune, keep_fp32=keep_fp32, log=log,
             )
             with _step(log, f"building {name}"):
                 built = recipe.build(ctx)

@@ -152,3 +152,16 @@ def test_per_token_matmul_matches_a_numpy_reference() -> None:
     # and per-token scales make each row independent of the others in the batch
     alone = session.run(None, {"x": x[1:2]})[0]
     np.testing.assert_array_equal(alone[0], got[1])
+
+
+def test_keep_fp32_leaves_the_most_sensitive_matmuls_unquantized(binary_checkpoint: Path, tmp_path: Path) -> None:
+    from deepfake_edge.export import export_bundle
+
+    manifest = export_bundle(str(binary_checkpoint), tmp_path / "b", keep_fp32=3, calibration_limit=6,
+                             log=lambda _m: None)
+    recipe = manifest.variants["int8"].recipe
+    assert len(recipe["excluded_nodes"]) >= 3
+    assert recipe["quantized_matmuls"] == 12 - len(recipe["excluded_nodes"])
+    model = onnx.load(tmp_path / "b" / "model_int8.onnx")
+    fp32_matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"}
+    assert set(recipe["excluded_nodes"]) <= fp32_matmuls

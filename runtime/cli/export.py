@@ -53,6 +53,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true",
                         help="skip the calibration-driven tuning of int8 (smoothing search, GPTQ, sensitivity search): "
                              "same graph and speed, lower fidelity; meant for speed benchmarks on random weights")
+    parser.add_argument("--int8-keep-fp32", type=int, default=0, metavar="N",
+                        help="keep at least the N most quantization-sensitive MatMuls of int8 in fp32: better "
+                             "fidelity, slower (default 0: only as many as the fidelity budget needs)")
     parser.add_argument("--strict", action="store_true", help="fail the export when a variant misses its fidelity budget")
     parser.add_argument("--budget-agreement", type=float, default=0.995, help="min label agreement (default 0.995)")
     parser.add_argument("--budget-max-dp", type=float, default=0.03, help="max |dP| (default 0.03)")
@@ -80,5 +83,5 @@ def run(args: argparse.Namespace) -> int:
     export_bundle(args.model, args.out_dir, variants=variants, default_variant=args.default_variant,
                   revision=args.revision, atol=args.atol, overwrite=args.overwrite,
                   calibration_dir=args.calibration, calibration_limit=args.calibration_limit,
-                  budget=budget, strict=args.strict, tune=not args.fast)
+                  budget=budget, strict=args.strict, tune=not args.fast, keep_fp32=args.int8_keep_fp32)
     return 0
