@@ -15,7 +15,7 @@ For every ``MatMul`` whose B input is a constant 2-D weight ``W [K, N]``:
   (q, k and v share one quantized input) to uint8 with a per-token scale::
 
       a_scale = max(|A|, axis=-1) / 127              # [..., 1]
-      A_q     = uint8(round(A / a_scale) + 128)      # zero point 128 (symmetric)
+      A_q     = QuantizeLinear(A, a_scale, 128)      # uint8, zero point 128 (symmetric)
 
 * ``com.microsoft.MatMulIntegerToFloat(A_q, W_q, a_scale, w_scale, 128)`` does
   the u8 x s8 GEMM (VNNI) and the dequantization in one kernel. Its optional
@@ -101,22 +101,34 @@ def quantize_per_token(
         numpy_helper.from_array(np.array(_ZERO_POINT, np.uint8), "dfe_zp_u8"),
         numpy_helper.from_array(np.array(1.0 / 127.0, np.float32), "dfe_inv127"),
         numpy_helper.from_array(np.array(_EPS, np.float32), "dfe_eps"),
-        numpy_helper.from_array(np.array(float(_ZERO_POINT), np.float32), "dfe_zp_f"),
         numpy_helper.from_array(np.array([-1], np.int64), "dfe_last_axis"),
+        numpy_helper.from_array(np.array([-1], np.int64), "dfe_flat"),
     ]
     done: list[QuantizedNode] = []
     for group_index, (a_name, nodes) in enumerate(by_input.items()):
         p = f"dfe_tok{group_index}"
         first = min(position[id(n)] for n in nodes)
+        k = int(inits[nodes[0].input[1]].dims[0])
+        rows = f"dfe_rows_k{k}"
+        if rows not in {i.name for i in new_inits}:
+            new_inits.append(numpy_helper.from_array(np.array([-1, k], np.int64), rows))
+        # One QuantizeLinear pass does divide, round, +128 and saturate. It takes
+        # per-axis (1-D) scales only, so the tokens are viewed as rows of a 2-D
+        # matrix (reshapes are free) and quantized along axis 0.
         new_nodes[first].extend([
             helper.make_node("Abs", [a_name], [f"{p}_abs"], name=f"{p}/Abs"),
             helper.make_node("ReduceMax", [f"{p}_abs", "dfe_last_axis"], [f"{p}_amax"], name=f"{p}/ReduceMax", keepdims=1),
             helper.make_node("Max", [f"{p}_amax", "dfe_eps"], [f"{p}_amax_eps"], name=f"{p}/Max"),
             helper.make_node("Mul", [f"{p}_amax_eps", "dfe_inv127"], [f"{p}_scale"], name=f"{p}/Scale"),
-            helper.make_node("Div", [a_name, f"{p}_scale"], [f"{p}_div"], name=f"{p}/Div"),
-            helper.make_node("Round", [f"{p}_div"], [f"{p}_round"], name=f"{p}/Round"),
-            helper.make_node("Add", [f"{p}_round", "dfe_zp_f"], [f"{p}_shift"], name=f"{p}/Shift"),
-            helper.make_node("Cast", [f"{p}_shift"], [f"{p}_q"], name=f"{p}/Cast", to=TensorProto.UINT8),
+            helper.make_node("Reshape", [f"{p}_scale", "dfe_flat"], [f"{p}_scale_1d"], name=f"{p}/ScaleRows"),
+            helper.make_node("Shape", [f"{p}_scale_1d"], [f"{p}_n_rows"], name=f"{p}/NRows"),
+            helper.make_node("ConstantOfShape", [f"{p}_n_rows"], [f"{p}_zp"], name=f"{p}/ZeroPoint",
+                             value=numpy_helper.from_array(np.array([_ZERO_POINT], np.uint8))),
+            helper.make_node("Reshape", [a_name, rows], [f"{p}_rows"], name=f"{p}/Rows"),
+            helper.make_node("QuantizeLinear", [f"{p}_rows", f"{p}_scale_1d", f"{p}_zp"], [f"{p}_q_rows"],
+                             name=f"{p}/Quantize", axis=0),
+            helper.make_node("Shape", [a_name], [f"{p}_shape"], name=f"{p}/Shape"),
+            helper.make_node("Reshape", [f"{p}_q_rows", f"{p}_shape"], [f"{p}_q"], name=f"{p}/Unrows"),
         ])
         for node in nodes:
             weight = numpy_helper.to_array(inits[node.input[1]])
