@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ExtraNotInstalledError
+from ..extras import require_extra
 
 HELP = "compare latency, memory and install size against torch and Optimum (needs the [bench] extra)"
 DESCRIPTION = """\
@@ -25,7 +24,8 @@ random weights: speed only, labelled as such, no accuracy figures.
 Writes OUT/results.json, OUT/results.md and OUT/results.png (worker logs in OUT/logs).
 Needs: pip install 'deepfake-edge[bench]'  (install torch==2.13.0 CPU first)."""
 
-BENCH_MODULES = ("torch", "transformers", "optimum.onnxruntime", "onnx", "matplotlib")
+BENCH_REQUIREMENTS = {"torch": ("torch",), "transformers": ("transformers",),
+                      "optimum-onnx": ("optimum.onnxruntime",), "onnx": ("onnx",), "matplotlib": ("matplotlib",)}
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -78,18 +78,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
 
 
-def _require_extra() -> None:
-    for module in BENCH_MODULES:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:  # parent package missing
-            found = False
-        if not found:
-            raise ExtraNotInstalledError("bench", module.split(".")[0])
-
 
 def run(args: argparse.Namespace) -> int:
-    _require_extra()
+    require_extra("bench", BENCH_REQUIREMENTS)
     from ..benchmarks.bench import BenchOptions, run_bench
     from ..benchmarks.report import RESULTS_MD
 

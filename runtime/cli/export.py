@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
-from ..errors import ExtraNotInstalledError
+from ..extras import require_extra
 
 HELP = "export a SigLIP classifier to a quantized ONNX bundle (needs the [export] extra)"
 DESCRIPTION = """\
@@ -32,7 +31,8 @@ Fidelity budget (gated int8 recipes, measured on the calibration images):
 Needs: pip install 'deepfake-edge[export]'  (install torch==2.13.0 CPU first)."""
 
 DEFAULT_MODEL = "prithivMLmods/deepfake-detector-model-v1"
-EXPORT_MODULES = ("torch", "transformers", "optimum.exporters.onnx", "onnx")
+EXPORT_REQUIREMENTS = {"torch": ("torch",), "transformers": ("transformers",),
+                       "optimum-onnx": ("optimum.exporters.onnx",), "onnx": ("onnx",)}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -62,18 +62,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-mean-dp", type=float, default=0.0025, help="max mean |dP| (default 0.0025)")
 
 
-def _require_extra() -> None:
-    for module in EXPORT_MODULES:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:  # parent package missing
-            found = False
-        if not found:
-            raise ExtraNotInstalledError("export", module.split(".")[0])
-
 
 def run(args: argparse.Namespace) -> int:
-    _require_extra()
+    require_extra("export", EXPORT_REQUIREMENTS)
     from ..export import FidelityBudget, export_bundle
     from ..export.logs import quiet_third_party_logs
 

@@ -13,10 +13,9 @@ Importing this package stays light; FastAPI is imported on first use of
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExtraNotInstalledError
+from ..extras import require_extra as _require
 from .config import ServeConfig
 
 if TYPE_CHECKING:
@@ -32,18 +31,10 @@ EXTRA_MODULES = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",),
                  "python-multipart": ("python_multipart", "multipart"), "prometheus-client": ("prometheus_client",)}
 
 
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # ValueError: a module object without __spec__
-        return False
-
 
 def require_extra() -> None:
     """Raise ``ExtraNotInstalledError("serve", ...)`` naming the first missing dependency."""
-    for distribution, modules in EXTRA_MODULES.items():
-        if not any(_importable(module) for module in modules):
-            raise ExtraNotInstalledError("serve", distribution)
+    _require("serve", EXTRA_MODULES)
 
 
 def __getattr__(name: str) -> Any:
