@@ -161,9 +161,13 @@ def heldout_images(synthetic: int = 8, seed: int = 1, crops_per_photo: int = 0) 
     return photos("heldout") + extra + synthetic_images(synthetic, seed=seed)
 
 
-def calibration_images(synthetic: int = 4, seed: int = 2) -> list[NamedImage]:
+def calibration_images(synthetic: int = 4, seed: int = 2, crops_per_photo: int = 0) -> list[NamedImage]:
     """Images that recipes may tune on (disjoint from :func:`heldout_images`)."""
-    return photos("fit") + synthetic_images(synthetic, seed=seed)
+    extra: list[NamedImage] = []
+    for index, path in enumerate(photo_paths("fit")):
+        if crops_per_photo:
+            extra.extend(random_crops(path.stem, _load_rgb(path), crops_per_photo, seed=seed * 1000 + index))
+    return photos("fit") + extra + synthetic_images(synthetic, seed=seed)
 
 
 def load_directory(directory: Path, limit: int | None = None) -> list[NamedImage]:

@@ -165,3 +165,21 @@ def test_keep_fp32_leaves_the_most_sensitive_matmuls_unquantized(binary_checkpoi
     model = onnx.load(tmp_path / "b" / "model_int8.onnx")
     fp32_matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"}
     assert set(recipe["excluded_nodes"]) <= fp32_matmuls
+
+
+def test_calibration_directory_is_used_and_recorded(binary_checkpoint: Path, photo_paths: list[Path],
+                                                    tmp_path: Path) -> None:
+    from PIL import Image
+
+    from deepfake_edge.export import export_bundle
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, path in enumerate(photo_paths[:3]):
+        with Image.open(path) as im:
+            im.convert("RGB").save(calib / f"c{i}.jpg")
+    (calib / "notes.txt").write_text("not an image: skipped, not fatal")
+    manifest = export_bundle(str(binary_checkpoint), tmp_path / "b", calibration_dir=calib, log=lambda _m: None)
+    assert manifest.validation["calibration_source"] == str(calib)
+    assert sorted(manifest.validation["calibration_image_names"]) == ["c0.jpg", "c1.jpg", "c2.jpg"]
+    assert manifest.variants["int8"].recipe["calibration_images"] == 3

@@ -48,8 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     parser.add_argument("--calibration", type=Path, default=None, metavar="DIR",
                         help="images recipes may tune on (default: photos shipped in the installed wheels)")
-    parser.add_argument("--calibration-limit", type=int, default=32,
-                        help="use at most this many calibration images (default: 32)")
+    parser.add_argument("--calibration-limit", type=int, default=96,
+                        help="use at most this many calibration images (default: 96)")
     parser.add_argument("--fast", action="store_true",
                         help="skip the calibration-driven tuning of int8 (smoothing search, GPTQ, sensitivity search): "
                              "same graph and speed, lower fidelity; meant for speed benchmarks on random weights")
