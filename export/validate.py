@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from deepfake_edge.images import to_rgb
 from deepfake_edge.preprocess import PreprocessConfig, preprocess
-from deepfake_edge.session import create_session
 
 from .checkpoint import Checkpoint
 from .errors import ValidationError
+from .fidelity import run_per_image
 from .sample_images import NamedImage
 
 DEFAULT_ATOL = 1e-4
@@ -40,11 +40,12 @@ def validate_export(
     *,
     atol: float = DEFAULT_ATOL,
     batch_size: int = 4,
-) -> tuple[dict[str, Any], np.ndarray]:
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Check preprocessing (must be bit-exact) and fp32 logits (within ``atol``).
 
-    Returns the record for the manifest and the reference pixel values, which
-    the fidelity step reuses so every variant sees the very same tensors.
+    Returns the record for the manifest, the reference pixel values and the
+    fp32 ONNX logits (one image per run). The fidelity step reuses both, so
+    every variant sees the very same tensors and fp32 runs only once.
     """
     reference = reference_pixel_values(checkpoint, images)
     config = PreprocessConfig.from_file(preprocessor_config)
@@ -56,10 +57,7 @@ def validate_export(
             f"numpy preprocessing differs from transformers' SiglipImageProcessor by {pre_diff:g} "
             f"(worst image: {worst}); the runtime would not see what the model card's code sees"
         )
-    session = create_session(onnx_path)
-    onnx = np.concatenate(
-        [session.run(["logits"], {"pixel_values": reference[i : i + batch_size]})[0] for i in range(0, len(reference), batch_size)]
-    )
+    onnx = run_per_image(onnx_path, reference)
     expected = torch_logits(checkpoint, reference, batch_size)
     per_image = np.abs(onnx - expected).max(axis=1)
     worst_index = int(per_image.argmax())
@@ -76,4 +74,4 @@ def validate_export(
             f"fp32 ONNX logits differ from torch by up to {per_image.max():.3g} (> atol {atol:g}) on "
             f"{int((per_image > atol).sum())} of {len(images)} images: " + "; ".join(bad)
         )
-    return record, reference
+    return record, reference, onnx
