@@ -57,8 +57,11 @@ _ORT_DYNAMIC: dict[str, Any] = {
 def _ort_dynamic(ctx: BuildContext) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(ctx.fp32, ctx.out, per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+    # Driven by the same dict the manifest records, so the two cannot drift apart.
+    quantize_dynamic(ctx.fp32, ctx.out, per_channel=_ORT_DYNAMIC["per_channel"], reduce_range=False,
+                     weight_type=QuantType[_ORT_DYNAMIC["weight_type"]],
+                     op_types_to_quantize=_ORT_DYNAMIC["op_types_to_quantize"],
+                     extra_options=_ORT_DYNAMIC["extra_options"])
     return {}
 
 
