@@ -148,26 +148,25 @@ def photos(split: Split, augment: bool = True) -> list[NamedImage]:
     return out
 
 
+def _crops(split: Split, crops_per_photo: int, seed: int) -> list[NamedImage]:
+    out: list[NamedImage] = []
+    for index, path in enumerate(photo_paths(split) if crops_per_photo else []):
+        out.extend(random_crops(path.stem, _load_rgb(path), crops_per_photo, seed=seed * 1000 + index))
+    return out
+
+
 def heldout_images(synthetic: int = 8, seed: int = 1, crops_per_photo: int = 0) -> list[NamedImage]:
     """Images for measuring fidelity: held-out photos, their variants, synthetics.
 
     ``crops_per_photo`` adds that many random crops of each photo (benchmarks
     use it to reach ~128 images, where one flipped label is < 1 %).
     """
-    extra: list[NamedImage] = []
-    for index, path in enumerate(photo_paths("heldout")):
-        if crops_per_photo:
-            extra.extend(random_crops(path.stem, _load_rgb(path), crops_per_photo, seed=seed * 1000 + index))
-    return photos("heldout") + extra + synthetic_images(synthetic, seed=seed)
+    return photos("heldout") + _crops("heldout", crops_per_photo, seed) + synthetic_images(synthetic, seed=seed)
 
 
 def calibration_images(synthetic: int = 4, seed: int = 2, crops_per_photo: int = 0) -> list[NamedImage]:
     """Images that recipes may tune on (disjoint from :func:`heldout_images`)."""
-    extra: list[NamedImage] = []
-    for index, path in enumerate(photo_paths("fit")):
-        if crops_per_photo:
-            extra.extend(random_crops(path.stem, _load_rgb(path), crops_per_photo, seed=seed * 1000 + index))
-    return photos("fit") + extra + synthetic_images(synthetic, seed=seed)
+    return photos("fit") + _crops("fit", crops_per_photo, seed) + synthetic_images(synthetic, seed=seed)
 
 
 def load_directory(directory: Path, limit: int | None = None) -> list[NamedImage]:
