@@ -19,6 +19,7 @@ import onnx
 
 from .attention_fusion import fuse_attention
 from .build_context import BuildContext
+from .elementwise_fusion import fuse_elementwise
 from .smoothing import smooth_layernorms
 
 STATIC_ALPHA = 0.5
@@ -58,6 +59,7 @@ def build_static_int8(ctx: BuildContext) -> dict[str, Any]:
             )
     # Fuse attention after quantization: the QDQ pass leaves attention MatMuls untouched.
     fused, attention = fuse_attention(onnx.load(ctx.out), ctx.num_heads)
+    fused, fusions = fuse_elementwise(fused)
     onnx.save(fused, ctx.out)
     return {"smoothing_alpha": STATIC_ALPHA, "calibration_images": len(ctx.calibration_names),
-            "calibrate_method": "Percentile 99.99", "attention_fused": attention}
+            "calibrate_method": "Percentile 99.99", "attention_fused": attention, **fusions.record()}

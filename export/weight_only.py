@@ -8,6 +8,7 @@ import onnx
 
 from .attention_fusion import fuse_attention
 from .build_context import BuildContext
+from .elementwise_fusion import fuse_elementwise
 
 BLOCK_SIZE = 32
 # accuracy_level 4: activations are quantized to int8 inside MatMulNBits, which
@@ -21,5 +22,7 @@ def build_int4(ctx: BuildContext) -> dict[str, Any]:
     fused, attention = fuse_attention(onnx.load(ctx.fp32), ctx.num_heads)
     quantizer = MatMulNBitsQuantizer(fused, block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=ACCURACY_LEVEL)
     quantizer.process()
-    quantizer.model.save_model_to_file(str(ctx.out), use_external_data_format=False)
-    return {"block_size": BLOCK_SIZE, "symmetric": True, "accuracy_level": ACCURACY_LEVEL, "attention_fused": attention}
+    model, fusions = fuse_elementwise(quantizer.model.model)
+    onnx.save(model, ctx.out)
+    return {"block_size": BLOCK_SIZE, "symmetric": True, "accuracy_level": ACCURACY_LEVEL, "attention_fused": attention,
+            **fusions.record()}

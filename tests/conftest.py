@@ -26,13 +26,16 @@ class TinySpec:
     std: tuple[float, float, float]
     resample: int
     head_scale: float  # makes the random head's logits decisive, so int8 label checks mean something
+    hidden_act: str  # both GELU forms torch exports (tanh and erf), for the graph fusions
 
 
 TINY_SPECS = {
     # the deepfake label set, odd size, SigLIP's default normalisation
-    "binary": TinySpec("binary", 45, 9, ("fake", "real"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 3, 8.0),
+    "binary": TinySpec("binary", 45, 9, ("fake", "real"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 3, 8.0,
+                       "gelu_pytorch_tanh"),
     # another label set, another size, ImageNet normalisation, bilinear resize
-    "ternary": TinySpec("ternary", 33, 11, ("real", "fake", "edited"), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 2, 8.0),
+    "ternary": TinySpec("ternary", 33, 11, ("real", "fake", "edited"), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 2, 8.0,
+                        "gelu"),
 }
 
 
@@ -43,7 +46,7 @@ def build_tiny_checkpoint(spec: TinySpec, out_dir: Path, seed: int = 0) -> Path:
     config = SiglipConfig(
         vision_config={
             "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "patch_size": spec.patch_size, "image_size": spec.image_size,
+            "patch_size": spec.patch_size, "image_size": spec.image_size, "hidden_act": spec.hidden_act,
         },
         text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4},
         id2label=dict(enumerate(spec.labels)),
