@@ -14,6 +14,10 @@ weights** (speed only: no accuracy figure comes from it), exports every recipe
 with ``tune=False`` (same graphs), and times batch-1 inference of torch fp32
 eager and each ONNX variant side by side, interleaved round by round, then
 profiles the per-op time of fp32, the onnxruntime baseline and our int8.
+When a fidelity run left a proxy bundle whose int8 kept MatMuls in fp32, the
+same MatMuls (same names: same exporter, same architecture family) are kept
+fp32 in one more base-512 int8 model, so the cost of the mixed precision the
+tuned export chose is timed too.
 """
 
 from __future__ import annotations
@@ -118,6 +122,7 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
                       validation_images=heldout_images()[:4], calibration_limit=8)
     manifest = Manifest.read(bundle / "manifest.json")
 
+    mixed = _mixed_precision_int8(out, bundle, arch.num_attention_heads)
     torch.set_num_threads(threads)
     model = SiglipForImageClassification.from_pretrained(checkpoint).eval()
     x = np.random.default_rng(0).normal(size=(1, 3, arch.image_size, arch.image_size)).astype(np.float32)
@@ -130,9 +135,12 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     engines: dict[str, Any] = {"torch fp32 eager": lambda: model(pixel_values=xt)}
-    for name in LATENCY_RECIPES:
-        s = session(bundle / manifest.variants[name].file)
-        engines[f"onnxruntime {name}"] = lambda s=s: s.run(["logits"], {"pixel_values": x})
+    files = {f"onnxruntime {name}": bundle / manifest.variants[name].file for name in LATENCY_RECIPES}
+    if mixed is not None:
+        files[f"onnxruntime int8, {mixed[1]} MatMul(s) fp32 as tuned on the proxy"] = mixed[0]
+    for name, path in files.items():
+        s = session(path)
+        engines[name] = lambda s=s: s.run(["logits"], {"pixel_values": x})
     times: dict[str, list[float]] = {name: [] for name in engines}
     with torch.inference_mode():
         for fn in engines.values():
@@ -146,14 +154,39 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
     torch_ms, ort_ms = medians["torch fp32 eager"], medians["onnxruntime fp32"]
     rows = [{"engine": name, "median_ms": round(ms, 1), "p95_ms": round(float(np.percentile(times[name], 95)) * 1000, 1),
              "speedup_vs_torch": round(torch_ms / ms, 2), "speedup_vs_ort_fp32": round(ort_ms / ms, 2),
-             "file_mb": None if name.startswith("torch") else
-             round(_mb(bundle / manifest.variants[name.split()[-1]].file), 1)}
+             "file_mb": None if name.startswith("torch") else round(_mb(files[name]), 1)}
             for name, ms in medians.items()]
     shape = (1, 3, arch.image_size, arch.image_size)
     profiles = {name: profile_ops(bundle / manifest.variants[name].file, shape, threads=threads, runs=2)
                 for name in ("fp32", "int8-ort", "int8")}
     return {"label": RANDOM_LABEL, "architecture": arch.name, "threads": threads, "runs": runs, "rows": rows,
             "profiles": profiles}
+
+
+def _mixed_precision_int8(out: Path, bundle: Path, num_heads: int) -> tuple[Path, int] | None:
+    """base-512 int8 with the MatMuls the proxy's tuned int8 kept in fp32, or None if it kept none."""
+    import onnx
+    from deepfake_edge import Detector
+    from deepfake_edge.export.attention_fusion import fuse_attention
+    from deepfake_edge.export.elementwise_fusion import fuse_elementwise
+    from deepfake_edge.export.per_token_int8 import quantize_per_token
+    from deepfake_edge.export.sample_images import heldout_images
+    from deepfake_edge.export.smoothing import DEFAULT_ALPHA, smooth_layernorms
+    from deepfake_edge.manifest import Manifest
+
+    proxy_manifest = out / "proxy-bundle" / "manifest.json"
+    if not proxy_manifest.is_file():
+        return None
+    excluded = Manifest.read(proxy_manifest).variants["int8"].recipe.get("excluded_nodes", [])
+    if not excluded:
+        return None
+    calibration = Detector.load(bundle, "fp32").preprocess([i.image for i in heldout_images()[:4]])
+    fused = fuse_attention(onnx.load(bundle / "model.onnx"), num_heads)[0]
+    smoothed = smooth_layernorms(fused, calibration, alpha=DEFAULT_ALPHA)[0]  # speed only: alpha is irrelevant
+    model = quantize_per_token(smoothed, exclude=excluded)[0]
+    path = out / "base512-int8-mixed.onnx"
+    onnx.save(fuse_elementwise(model)[0], path)
+    return path, len(excluded)
 
 
 def latency_table(result: dict[str, Any]) -> str:

@@ -47,7 +47,6 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import onnx
-    import torch
     from PIL import Image
     from transformers import SiglipConfig, SiglipForImageClassification, SiglipImageProcessor
 
