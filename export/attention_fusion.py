@@ -15,6 +15,10 @@ The pattern matched (per layer, as exported by torch for ``SiglipAttention``)::
     out = Reshape(Transpose[0,2,1,3](MatMul(Softmax(MatMul(q, k)), v)))
 
 becomes ``out = MultiHeadAttention(Q, K, V, num_heads=H, scale=c_q * c_k)``.
+When Q, K and V are ``Add(x, bias)`` with constant bias vectors (the q/k/v
+projections' biases), the ``Add``s go too and the biases become the op's
+``bias`` input, which it adds while laying out the heads (three fewer passes
+over a [T, hidden] tensor per layer).
 Anything that does not match exactly is left alone, so the pass is safe on
 graphs it does not understand; parity is checked by the export validation.
 """
@@ -23,8 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from .graph_index import MS_DOMAIN, GraphIndex, replace_nodes
 
@@ -37,6 +42,7 @@ class _Match:
     scale: float
     output: str  # the final Reshape's output, which the MHA now produces
     nodes: tuple[onnx.NodeProto, ...]
+    bias: np.ndarray | None  # [3 * hidden]: q, k and v biases, absorbed from their Adds
 
 
 def _perm(node: onnx.NodeProto) -> list[int]:
@@ -69,6 +75,30 @@ def _head_input(g: GraphIndex, name: str, perm: list[int]) -> tuple[str, list[on
     return r.input[0], [t, r]
 
 
+def _bias_add(g: GraphIndex, name: str) -> tuple[str, np.ndarray, onnx.NodeProto] | None:
+    """``name = Add(x, c)`` with ``c`` a constant float vector -> (x, c, the Add)."""
+    node = g.producer.get(name)
+    if node is None or node.op_type != "Add":
+        return None
+    for i in (0, 1):
+        c = g.const(node.input[1 - i])
+        if c is not None and c.ndim == 1 and c.size > 1 and c.dtype == np.float32 and g.const(node.input[i]) is None:
+            return node.input[i], c, node
+    return None
+
+
+def _absorb_biases(g: GraphIndex, qkv: list[str]) -> tuple[list[str], np.ndarray | None, list[onnx.NodeProto]]:
+    """Strip the q/k/v bias ``Add``s that feed only the attention; missing biases count as zeros."""
+    found = [_bias_add(g, name) for name in qkv]
+    sizes = {b[1].size for b in found if b is not None}
+    if len(sizes) != 1:
+        return qkv, None, []
+    (width,) = sizes
+    vectors = [b[1] if b is not None else np.zeros(width, np.float32) for b in found]
+    return ([b[0] if b is not None else name for b, name in zip(found, qkv, strict=True)],
+            np.concatenate(vectors), [b[2] for b in found if b is not None])
+
+
 def _match(g: GraphIndex, softmax: onnx.NodeProto) -> _Match | None:
     if any(a.name == "axis" and a.i not in (-1, 3) for a in softmax.attribute):
         return None
@@ -91,7 +121,10 @@ def _match(g: GraphIndex, softmax: onnx.NodeProto) -> _Match | None:
     # Every intermediate must feed only this chain, or removing it would break other users.
     if not all(g.used_only_by(node.output[0], chain) for node in chain[:-1]):
         return None
-    return _Match(q[0], k[0], v[0], q_scale * k_scale, out_r.output[0], tuple(chain))
+    inputs, bias, bias_adds = _absorb_biases(g, [q[0], k[0], v[0]])
+    if not all(g.used_only_by(add.output[0], chain) for add in bias_adds):
+        inputs, bias, bias_adds = [q[0], k[0], v[0]], None, []
+    return _Match(*inputs, q_scale * k_scale, out_r.output[0], tuple(chain + bias_adds), bias)
 
 
 def fuse_attention(model: onnx.ModelProto, num_heads: int) -> tuple[onnx.ModelProto, int]:
@@ -101,10 +134,13 @@ def fuse_attention(model: onnx.ModelProto, num_heads: int) -> tuple[onnx.ModelPr
     matches = [m for m in (_match(g, n) for n in model.graph.node if n.op_type == "Softmax") if m is not None]
     if not matches:
         return model, 0
-    fused = [
-        helper.make_node("MultiHeadAttention", [m.q, m.k, m.v], [m.output], name=f"dfe_mha_{i}",
-                         domain=MS_DOMAIN, num_heads=num_heads, scale=m.scale)
-        for i, m in enumerate(matches)
-    ]
-    replace_nodes(model, [n for m in matches for n in m.nodes], fused)
+    fused, biases = [], []
+    for i, m in enumerate(matches):
+        inputs = [m.q, m.k, m.v]
+        if m.bias is not None:
+            inputs.append(f"dfe_mha_{i}/qkv_bias")
+            biases.append(numpy_helper.from_array(m.bias, inputs[-1]))
+        fused.append(helper.make_node("MultiHeadAttention", inputs, [m.output], name=f"dfe_mha_{i}",
+                                      domain=MS_DOMAIN, num_heads=num_heads, scale=m.scale))
+    replace_nodes(model, [n for m in matches for n in m.nodes], fused, biases)
     return model, len(matches)

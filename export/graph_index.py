@@ -1,10 +1,10 @@
-"""Lookups and a rebuild step shared by the graph passes (attention, elementwise fusion).
+"""Graph lookups and a rebuild step for our own fusion passes (``attention_fusion``).
 
 A pass finds patterns through :class:`GraphIndex` (who produces a tensor, who
 consumes it, which inputs are constants), collects the nodes it replaces and
 the nodes it adds, then calls :func:`replace_nodes`, which re-sorts the graph
-topologically and drops whatever the removed nodes leave unused. Passes
-therefore never have to reason about where in the node list a fused node must
+topologically and drops whatever the removed nodes leave unused. A pass
+therefore never has to reason about where in the node list a fused node must
 go.
 """
 
@@ -64,13 +64,6 @@ class GraphIndex:
         """True when every consumer of ``name`` is in ``nodes`` (and it is no graph output)."""
         ids = {id(n) for n in nodes}
         return name not in self.graph_outputs and all(id(u) in ids for u in self.users(name))
-
-
-def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
 
 
 def replace_nodes(model: onnx.ModelProto, removed: Iterable[onnx.NodeProto], added: Iterable[onnx.NodeProto],

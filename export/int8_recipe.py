@@ -2,9 +2,9 @@
 
 Steps (each one measured, see README "Quantization"):
 
-1. fuse attention into ``MultiHeadAttention`` (speed; exact in fp32), and,
-   after quantization, the GELUs and bias ``Add``s into onnxruntime's
-   ``FastGelu``/``BiasGelu`` and the attention's bias input (speed; exact in fp32);
+1. fuse attention (and the q/k/v biases) into ``MultiHeadAttention``, then the
+   GELUs (and the fc1 bias) into ``FastGelu``/``BiasGelu`` with onnxruntime's
+   transformer optimizer (speed; both exact in fp32);
 2. fold SmoothQuant scales into the LayerNorms, with ``alpha`` chosen on the
    calibration images (fidelity; exact in fp32);
 3. quantize every constant-weight MatMul to int8 with per-channel weights and
@@ -27,8 +27,8 @@ import onnx
 
 from .attention_fusion import fuse_attention
 from .build_context import BuildContext
-from .elementwise_fusion import fuse_elementwise
 from .evaluate_candidate import budget_score, calibration_fidelity, local_errors
+from .gelu_fusion import fuse_gelu
 from .gptq import gptq_weights
 from .per_token_int8 import quantizable_matmuls, quantize_per_token
 from .smoothing import DEFAULT_ALPHA, activation_ranges, smooth_layernorms
@@ -42,22 +42,16 @@ def _summary(fidelity: dict[str, Any]) -> str:
             f"at the boundary: max {fidelity['boundary_max_abs_dp']:.4f}, mean {fidelity['boundary_mean_abs_dp']:.5f}")
 
 
-def _int8_graph(smoothed: onnx.ModelProto, *, exclude: list[str] | None = None,
-                weights: dict[str, Any] | None = None) -> onnx.ModelProto:
-    """The deployable graph of one candidate: every candidate is measured as it would ship."""
-    return fuse_elementwise(quantize_per_token(smoothed, exclude=exclude or (), weights=weights)[0])[0]
-
-
 def build_int8(ctx: BuildContext) -> dict[str, Any]:
     fused, attention = fuse_attention(onnx.load(ctx.fp32), ctx.num_heads)
-    ctx.log(f"   fused {attention} attention blocks into MultiHeadAttention")
+    fused, gelus = fuse_gelu(fused, ctx.num_heads, ctx.hidden_size)
+    ctx.log(f"   fused {attention} attention blocks into MultiHeadAttention and {gelus} GELUs")
     ranges = activation_ranges(fused, ctx.calibration)
     if not ctx.tune:
         smoothed = smooth_layernorms(fused, ranges, alpha=DEFAULT_ALPHA)[0]
         model, quantized = quantize_per_token(smoothed)
-        model, fusions = fuse_elementwise(model)
         onnx.save(model, ctx.out)
-        return {"attention_fused": attention, **fusions.record(), "smoothing_alpha": DEFAULT_ALPHA,
+        return {"attention_fused": attention, "gelu_fused": gelus, "smoothing_alpha": DEFAULT_ALPHA,
                 "weight_rounding": "nearest", "quantized_matmuls": len(quantized), "excluded_nodes": [], "tuned": False}
 
     # 2. alpha, chosen on the calibration images
@@ -65,7 +59,7 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
     best: tuple[float, float, onnx.ModelProto, dict[str, Any]] | None = None
     for alpha in ALPHAS:
         smoothed = smooth_layernorms(fused, ranges, alpha=alpha)[0]
-        fidelity = calibration_fidelity(_int8_graph(smoothed), ctx)
+        fidelity = calibration_fidelity(quantize_per_token(smoothed)[0], ctx)
         score = budget_score(fidelity, ctx)
         tried.append({"alpha": alpha, **{k: fidelity[k] for k in ("max_abs_dp", "mean_abs_dp", "boundary_max_abs_dp",
                                                                     "boundary_mean_abs_dp", "label_agreement")}})
@@ -78,7 +72,7 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
     # 3. GPTQ rounding, kept only if it helps on the calibration images
     nodes = quantizable_matmuls(smoothed)
     rounded = gptq_weights(smoothed, nodes, ctx.calibration)
-    gptq_fidelity = calibration_fidelity(_int8_graph(smoothed, weights=rounded), ctx)
+    gptq_fidelity = calibration_fidelity(quantize_per_token(smoothed, weights=rounded)[0], ctx)
     ctx.log(f"   GPTQ weight rounding: {_summary(gptq_fidelity)}")
     weights: dict[str, Any] | None = None
     if budget_score(gptq_fidelity, ctx) < score:
@@ -93,14 +87,14 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
         ranked = sorted(errors, key=errors.__getitem__, reverse=True)
     if ctx.keep_fp32 > 0:
         excluded = ranked[: ctx.keep_fp32]
-        fidelity = calibration_fidelity(_int8_graph(smoothed, exclude=excluded, weights=weights), ctx)
+        fidelity = calibration_fidelity(quantize_per_token(smoothed, exclude=excluded, weights=weights)[0], ctx)
         score = budget_score(fidelity, ctx)
         ctx.log(f"   keeping the {len(excluded)} most sensitive MatMuls in fp32 (requested): {_summary(fidelity)}")
     if ctx.budget.misses(fidelity):
         cap = max(1, int(len(ranked) * MAX_EXCLUDED_FRACTION), len(excluded))
         count = max(1, 2 * len(excluded))
         while count <= cap:
-            trial = calibration_fidelity(_int8_graph(smoothed, exclude=ranked[:count], weights=weights), ctx)
+            trial = calibration_fidelity(quantize_per_token(smoothed, exclude=ranked[:count], weights=weights)[0], ctx)
             ctx.log(f"   keeping the {count} most sensitive MatMuls in fp32: {_summary(trial)}")
             if not ctx.budget.misses(trial) or budget_score(trial, ctx) < score:
                 score, fidelity, excluded = budget_score(trial, ctx), trial, ranked[:count]
@@ -108,11 +102,10 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
                 break
             count = count * 2 if count * 2 <= cap or count == cap else cap
     model, quantized = quantize_per_token(smoothed, exclude=excluded, weights=weights)
-    model, fusions = fuse_elementwise(model)
     onnx.save(model, ctx.out)
     return {
         "attention_fused": attention,
-        **fusions.record(),
+        "gelu_fused": gelus,
         "smoothing_alpha": alpha,
         "smoothing_search": tried,
         "weight_rounding": "gptq" if weights else "nearest",

@@ -19,7 +19,7 @@ import onnx
 
 from .attention_fusion import fuse_attention
 from .build_context import BuildContext
-from .elementwise_fusion import fuse_elementwise
+from .gelu_fusion import fuse_gelu
 from .smoothing import smooth_layernorms
 
 STATIC_ALPHA = 0.5
@@ -44,7 +44,8 @@ def build_static_int8(ctx: BuildContext) -> dict[str, Any]:
         quantize_static,
     )
 
-    model = smooth_layernorms(onnx.load(ctx.fp32), ctx.calibration, alpha=STATIC_ALPHA)[0]
+    model, gelus = fuse_gelu(onnx.load(ctx.fp32), ctx.num_heads, ctx.hidden_size)
+    model = smooth_layernorms(model, ctx.calibration, alpha=STATIC_ALPHA)[0]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "smoothed.onnx"
         onnx.save(model, src)
@@ -59,7 +60,6 @@ def build_static_int8(ctx: BuildContext) -> dict[str, Any]:
             )
     # Fuse attention after quantization: the QDQ pass leaves attention MatMuls untouched.
     fused, attention = fuse_attention(onnx.load(ctx.out), ctx.num_heads)
-    fused, fusions = fuse_elementwise(fused)
     onnx.save(fused, ctx.out)
     return {"smoothing_alpha": STATIC_ALPHA, "calibration_images": len(ctx.calibration_names),
-            "calibrate_method": "Percentile 99.99", "attention_fused": attention, **fusions.record()}
+            "calibrate_method": "Percentile 99.99", "attention_fused": attention, "gelu_fused": gelus}

@@ -8,7 +8,7 @@ import onnx
 
 from .attention_fusion import fuse_attention
 from .build_context import BuildContext
-from .elementwise_fusion import fuse_elementwise
+from .gelu_fusion import fuse_gelu
 
 BLOCK_SIZE = 32
 # accuracy_level 4: activations are quantized to int8 inside MatMulNBits, which
@@ -20,9 +20,9 @@ def build_int4(ctx: BuildContext) -> dict[str, Any]:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     fused, attention = fuse_attention(onnx.load(ctx.fp32), ctx.num_heads)
+    fused, gelus = fuse_gelu(fused, ctx.num_heads, ctx.hidden_size)
     quantizer = MatMulNBitsQuantizer(fused, block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=ACCURACY_LEVEL)
     quantizer.process()
-    model, fusions = fuse_elementwise(quantizer.model.model)
-    onnx.save(model, ctx.out)
+    quantizer.model.save_model_to_file(str(ctx.out), use_external_data_format=False)
     return {"block_size": BLOCK_SIZE, "symmetric": True, "accuracy_level": ACCURACY_LEVEL, "attention_fused": attention,
-            **fusions.record()}
+            "gelu_fused": gelus}

@@ -53,9 +53,8 @@ def test_every_recipe_builds_a_loadable_variant_with_fidelity(full_bundle: Path,
         assert np.abs(probs - expected).max() < 0.3, name
     int8 = manifest["variants"]["int8"]["recipe"]
     assert int8["attention_fused"] == 2  # the tiny model has 2 layers
-    for name in ("int8", "int8-static", "int4"):  # GELUs fused after quantization, whatever the recipe
+    for name in ("int8", "int8-static", "int4"):  # GELUs fused before quantizing, whatever the recipe
         assert manifest["variants"][name]["recipe"]["gelu_fused"] == 2, name
-    assert int8["attention_bias_fused"] == 2
     assert int8["quantized_matmuls"] + len(int8["excluded_nodes"]) == 2 * 6
     assert {"calibration_fidelity", "smoothing_alpha", "budget"} <= set(int8)
     assert set(manifest["validation"]["fidelity_budget"]) == {"int8", "int8-ort", "int8-static"}
@@ -106,7 +105,7 @@ def _session_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
 def test_graph_fusions_and_smoothing_keep_fp32_parity(any_bundle: tuple[str, Path, Path]) -> None:
     from deepfake_edge.export.attention_fusion import fuse_attention
-    from deepfake_edge.export.elementwise_fusion import fuse_elementwise
+    from deepfake_edge.export.gelu_fusion import fuse_gelu
     from deepfake_edge.export.smoothing import smooth_layernorms
 
     _, checkpoint, bundle = any_bundle
@@ -115,68 +114,23 @@ def test_graph_fusions_and_smoothing_keep_fp32_parity(any_bundle: tuple[str, Pat
     detector = Detector.load(bundle, "fp32")
     x = detector.preprocess(images)
     model = onnx.load(bundle / "model.onnx")
-    heads = SiglipForImageClassification.from_pretrained(checkpoint).config.vision_config.num_attention_heads
-    fused, count = fuse_attention(model, heads)
+    vision = SiglipForImageClassification.from_pretrained(checkpoint).config.vision_config
+    fused, count = fuse_attention(model, vision.num_attention_heads)
     assert count == 2
-    assert sum(n.op_type == "MultiHeadAttention" for n in fused.graph.node) == 2
+    attention = [n for n in fused.graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(attention) == 2 and all(len(n.input) == 4 for n in attention)  # q/k/v biases absorbed
     assert not any(n.op_type == "Softmax" for n in fused.graph.node)
     assert np.abs(_session_logits(fused, x) - expected).max() <= 1e-4
-    smoothed, done = smooth_layernorms(fused, x[:4], alpha=0.5)
+    # GELU: tanh form in "binary" (FastGelu), erf form in "ternary" (BiasGelu), fc1 bias absorbed
+    gelu_fused, gelus = fuse_gelu(fused, vision.num_attention_heads, vision.hidden_size)
+    gelu_op = "FastGelu" if "tanh" in vision.hidden_act else "BiasGelu"
+    assert gelus == 2 and sum(n.op_type == gelu_op for n in gelu_fused.graph.node) == 2
+    assert all(len(n.input) == 2 for n in gelu_fused.graph.node if n.op_type == gelu_op)
+    assert not any(n.op_type in ("Tanh", "Erf") for n in gelu_fused.graph.node)
+    assert np.abs(_session_logits(gelu_fused, x) - expected).max() <= 1e-4
+    smoothed, done = smooth_layernorms(gelu_fused, x[:4], alpha=0.5)
     assert len(done) == 4  # layer_norm1 -> q/k/v and layer_norm2 -> fc1, in both layers
     assert np.abs(_session_logits(smoothed, x) - expected).max() <= 1e-4
-    # GELU (tanh form in "binary", erf form in "ternary") and the q/k/v biases
-    elementwise, counts = fuse_elementwise(smoothed)
-    gelu_op = "FastGelu" if "tanh" in SiglipForImageClassification.from_pretrained(checkpoint).config.vision_config.hidden_act else "BiasGelu"
-    assert (counts.gelu, counts.attention_bias) == (2, 2)
-    assert sum(n.op_type == gelu_op for n in elementwise.graph.node) == 2
-    assert not any(n.op_type in ("Tanh", "Erf") for n in elementwise.graph.node)
-    assert all(len(n.input) == 4 for n in elementwise.graph.node if n.op_type == "MultiHeadAttention")
-    assert np.abs(_session_logits(elementwise, x) - expected).max() <= 1e-4
-
-
-def _elementwise_graph(nodes: list, inits: dict[str, np.ndarray]) -> onnx.ModelProto:
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [None, 5, 6])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
-    )
-    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-
-
-def test_gelu_fusion_is_found_by_value_and_refuses_lookalikes() -> None:
-    """An erf GELU written another way is fused with its bias; a tanh that is not a GELU is left alone."""
-    import math
-
-    from onnx import helper
-
-    from deepfake_edge.export.elementwise_fusion import fuse_elementwise
-
-    rng = np.random.default_rng(0)
-    w, b = rng.normal(size=(6, 8)), rng.normal(size=8)
-    x = rng.normal(size=(2, 5, 6)).astype(np.float32) * 3
-    h = x.astype(np.float64) @ w + b
-    erf_gelu = [  # (x * 0.5) * (1 + erf(x * (1/sqrt 2)))
-        helper.make_node("MatMul", ["pixel_values", "w"], ["mm"]), helper.make_node("Add", ["b", "mm"], ["h"]),
-        helper.make_node("Mul", ["h", "half"], ["h2"]), helper.make_node("Mul", ["h", "rsqrt2"], ["hs"]),
-        helper.make_node("Erf", ["hs"], ["e"]), helper.make_node("Add", ["one", "e"], ["e1"]),
-        helper.make_node("Mul", ["h2", "e1"], ["logits"]),
-    ]
-    inits = {"w": w, "b": b, "half": 0.5, "rsqrt2": 1 / math.sqrt(2), "one": 1.0}
-    model, counts = fuse_elementwise(_elementwise_graph(erf_gelu, inits))
-    assert counts.gelu == 1 and [n.op_type for n in model.graph.node] == ["MatMul", "BiasGelu"]
-    expected = 0.5 * h * (1 + np.vectorize(math.erf)(h / math.sqrt(2)))
-    assert np.abs(_session_logits(model, x) - expected).max() <= 1e-4
-
-    not_gelu = [  # 0.5 * h * (1 + tanh(0.8 h)): GELU-shaped, but no cubic term
-        helper.make_node("MatMul", ["pixel_values", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["h"]),
-        helper.make_node("Mul", ["h", "c"], ["hc"]), helper.make_node("Tanh", ["hc"], ["t"]),
-        helper.make_node("Add", ["t", "one"], ["t1"]), helper.make_node("Mul", ["h", "t1"], ["ht"]),
-        helper.make_node("Mul", ["ht", "half"], ["logits"]),
-    ]
-    model, counts = fuse_elementwise(_elementwise_graph(not_gelu, {**inits, "c": 0.8}))
-    assert counts.gelu == 0 and "Tanh" in [n.op_type for n in model.graph.node]
 
 
 def test_per_token_matmul_matches_a_numpy_reference() -> None:
