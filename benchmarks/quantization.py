@@ -122,7 +122,7 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
                       validation_images=heldout_images()[:4], calibration_limit=8)
     manifest = Manifest.read(bundle / "manifest.json")
 
-    mixed = _mixed_precision_int8(out, bundle, arch.num_attention_heads)
+    mixed = _mixed_precision_int8(out, bundle, arch.num_attention_heads, arch.hidden_size)
     torch.set_num_threads(threads)
     model = SiglipForImageClassification.from_pretrained(checkpoint).eval()
     x = np.random.default_rng(0).normal(size=(1, 3, arch.image_size, arch.image_size)).astype(np.float32)
@@ -163,12 +163,12 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
             "profiles": profiles}
 
 
-def _mixed_precision_int8(out: Path, bundle: Path, num_heads: int) -> tuple[Path, int] | None:
+def _mixed_precision_int8(out: Path, bundle: Path, num_heads: int, hidden_size: int) -> tuple[Path, int] | None:
     """base-512 int8 with the MatMuls the proxy's tuned int8 kept in fp32, or None if it kept none."""
     import onnx
     from deepfake_edge import Detector
     from deepfake_edge.export.attention_fusion import fuse_attention
-    from deepfake_edge.export.elementwise_fusion import fuse_elementwise
+    from deepfake_edge.export.gelu_fusion import fuse_gelu
     from deepfake_edge.export.per_token_int8 import quantize_per_token
     from deepfake_edge.export.sample_images import heldout_images
     from deepfake_edge.export.smoothing import DEFAULT_ALPHA, smooth_layernorms
@@ -182,10 +182,10 @@ def _mixed_precision_int8(out: Path, bundle: Path, num_heads: int) -> tuple[Path
         return None
     calibration = Detector.load(bundle, "fp32").preprocess([i.image for i in heldout_images()[:4]])
     fused = fuse_attention(onnx.load(bundle / "model.onnx"), num_heads)[0]
+    fused = fuse_gelu(fused, num_heads, hidden_size)[0]
     smoothed = smooth_layernorms(fused, calibration, alpha=DEFAULT_ALPHA)[0]  # speed only: alpha is irrelevant
-    model = quantize_per_token(smoothed, exclude=excluded)[0]
     path = out / "base512-int8-mixed.onnx"
-    onnx.save(fuse_elementwise(model)[0], path)
+    onnx.save(quantize_per_token(smoothed, exclude=excluded)[0], path)
     return path, len(excluded)
 
 

@@ -20,6 +20,7 @@ import onnx
 from .attention_fusion import fuse_attention
 from .build_context import BuildContext
 from .gelu_fusion import fuse_gelu
+from .per_token_int8 import quantizable_matmuls
 from .smoothing import smooth_layernorms
 
 STATIC_ALPHA = 0.5
@@ -44,8 +45,12 @@ def build_static_int8(ctx: BuildContext) -> dict[str, Any]:
         quantize_static,
     )
 
-    model, gelus = fuse_gelu(onnx.load(ctx.fp32), ctx.num_heads, ctx.hidden_size)
-    model = smooth_layernorms(model, ctx.calibration, alpha=STATIC_ALPHA)[0]
+    model = smooth_layernorms(onnx.load(ctx.fp32), ctx.calibration, alpha=STATIC_ALPHA)[0]
+    # Attention's activation x activation MatMuls stay fp32 (the int8 recipe's finding: quantizing
+    # them costs fidelity and saves nothing). The QDQ quantizer ignores MatMulConstBOnly, so they are
+    # excluded by name; they then still match the attention fusion below.
+    weights = {node.name for node in quantizable_matmuls(model)}
+    activation_matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in weights]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "smoothed.onnx"
         onnx.save(model, src)
@@ -55,11 +60,15 @@ def build_static_int8(ctx: BuildContext) -> dict[str, Any]:
                 src, ctx.out, _Reader(ctx.calibration),
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul"], calibrate_method=CalibrationMethod.Percentile,
-                extra_options={"MatMulConstBOnly": True, "CalibPercentile": 99.99},
+                op_types_to_quantize=["MatMul"], nodes_to_exclude=activation_matmuls,
+                calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99},
             )
-    # Fuse attention after quantization: the QDQ pass leaves attention MatMuls untouched.
+    # Fuse after quantization: the QDQ pass leaves attention MatMuls and GELUs untouched, while
+    # fusing the GELUs first would hide their outputs' type from its shape inference, and it would
+    # then silently skip quantizing fc2.
     fused, attention = fuse_attention(onnx.load(ctx.out), ctx.num_heads)
+    fused, gelus = fuse_gelu(fused, ctx.num_heads, ctx.hidden_size)
     onnx.save(fused, ctx.out)
     return {"smoothing_alpha": STATIC_ALPHA, "calibration_images": len(ctx.calibration_names),
-            "calibrate_method": "Percentile 99.99", "attention_fused": attention, "gelu_fused": gelus}
+            "calibrate_method": "Percentile 99.99", "quantized_matmuls": len(weights),
+            "attention_fused": attention, "gelu_fused": gelus}

@@ -53,8 +53,14 @@ def test_every_recipe_builds_a_loadable_variant_with_fidelity(full_bundle: Path,
         assert np.abs(probs - expected).max() < 0.3, name
     int8 = manifest["variants"]["int8"]["recipe"]
     assert int8["attention_fused"] == 2  # the tiny model has 2 layers
-    for name in ("int8", "int8-static", "int4"):  # GELUs fused before quantizing, whatever the recipe
+    for name in ("int8", "int8-static", "int4"):  # GELUs fused, whatever the recipe
         assert manifest["variants"][name]["recipe"]["gelu_fused"] == 2, name
+    static = onnx.load(full_bundle / manifest["variants"]["int8-static"]["file"])
+    producers = {o: n.op_type for n in static.graph.node for o in n.output}
+    weight_matmuls = [n for n in static.graph.node if n.op_type == "MatMul" and producers.get(n.input[1]) == "DequantizeLinear"]
+    assert len(weight_matmuls) == 2 * 6, "every linear layer, fc2 included, has int8 weights and activations"
+    assert all(producers.get(n.input[0]) == "DequantizeLinear" for n in weight_matmuls)
+    assert manifest["variants"]["int8-static"]["recipe"]["attention_fused"] == 2  # attention left fp32, then fused
     assert int8["quantized_matmuls"] + len(int8["excluded_nodes"]) == 2 * 6
     assert {"calibration_fidelity", "smoothing_alpha", "budget"} <= set(int8)
     assert set(manifest["validation"]["fidelity_budget"]) == {"int8", "int8-ort", "int8-static"}
