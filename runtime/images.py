@@ -161,11 +161,26 @@ def _is_postscript(fp: IO[bytes]) -> bool:
         return False
 
 
-def _read_bytes(stream: IO[bytes], name: str) -> bytes:
-    data = stream.read()
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise UnsupportedInputError(name, f"stream.read() returned {type(data).__name__}, expected bytes")
-    return bytes(data)
+# Generous for any encoding of an image within the pixel limit: 16-bit RGBA, uncompressed, is 8 bytes a pixel.
+_STREAM_BYTES_PER_PIXEL = 8
+_STREAM_SLACK = 1 << 20
+_CHUNK = 1 << 20
+
+
+def _read_bytes(stream: IO[bytes], name: str, max_pixels: int | None) -> bytes:
+    """Read a non-seekable stream whole, but no further than an image within the pixel limit could need."""
+    limit = None if max_pixels is None else max_pixels * _STREAM_BYTES_PER_PIXEL + _STREAM_SLACK
+    buffer = bytearray()
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise UnsupportedInputError(name, f"stream.read() returned {type(chunk).__name__}, expected bytes")
+        if not chunk:
+            return bytes(buffer)
+        buffer += chunk
+        if limit is not None and len(buffer) > limit:
+            raise ImageTooLargeError(name, f"stream is larger than {limit:,} bytes, more than any image of at most "
+                                           f"{max_pixels:,} pixels needs")
 
 
 def _open_regular_file(path: str | os.PathLike[str], name: str, stack: ExitStack) -> IO[bytes]:
@@ -240,8 +255,8 @@ def load_rgb(source: ImageInput, *, name: str | None = None, max_pixels: int | N
             raise UnsupportedInputError(name, "file object is open in text mode; open it with 'rb'")
         try:
             seekable = bool(getattr(source, "seekable", lambda: False)())
-            # A non-seekable stream (pipe, socket, upload) is read whole: PIL seeks.
-            fp = source if seekable else io.BytesIO(_read_bytes(source, name))
+            # A non-seekable stream (pipe, socket, upload) is read whole (PIL seeks), up to a size cap.
+            fp = source if seekable else io.BytesIO(_read_bytes(source, name, max_pixels))
         except ImageError:
             raise
         except (OSError, ValueError) as exc:

@@ -82,3 +82,30 @@ def test_caller_file_object_is_left_open() -> None:
     stream = io.BytesIO(_jpeg())
     load_rgb(stream)
     assert not stream.closed
+
+
+class _Pipe(io.RawIOBase):
+    """A non-seekable stream (like a socket or pipe) that would never end on its own."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head, self.sent = head, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        chunk = (self.head[self.sent :] or b"\0" * len(buffer))[: len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self.sent += len(chunk)
+        return len(chunk)
+
+
+def test_non_seekable_stream_is_read_up_to_a_cap() -> None:
+    """A pipe is read whole (PIL needs to seek), but never past what an image within the pixel limit needs."""
+    small = io.BufferedReader(io.BytesIO(_jpeg()))
+    small.seekable = lambda: False  # type: ignore[method-assign]
+    assert load_rgb(small).size == (64, 48)
+    endless = _Pipe(_jpeg())
+    with pytest.raises(ImageTooLargeError, match="stream is larger than"):
+        load_rgb(endless, max_pixels=1_000_000)
+    assert endless.sent <= 8 * 1_000_000 + 2 * (1 << 20)  # stopped at the cap, not at the end of memory
