@@ -14,10 +14,11 @@ weights** (speed only: no accuracy figure comes from it), exports every recipe
 with ``tune=False`` (same graphs), and times batch-1 inference of torch fp32
 eager and each ONNX variant side by side, interleaved round by round, then
 profiles the per-op time of fp32, the onnxruntime baseline and our int8.
-When a fidelity run left a proxy bundle whose int8 kept MatMuls in fp32, the
-same MatMuls (same names: same exporter, same architecture family) are kept
-fp32 in one more base-512 int8 model, so the cost of the mixed precision the
-tuned export chose is timed too.
+Two more int8 graphs are timed beside them: one without the graph fusions
+(attention, GELU), so their gain is measured in the same run, and, when a
+fidelity run left a proxy bundle whose int8 kept MatMuls in fp32, one with the
+same MatMuls in fp32, so the cost of the mixed precision the tuned export
+chose is timed too.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
                       validation_images=heldout_images()[:4], calibration_limit=8)
     manifest = Manifest.read(bundle / "manifest.json")
 
-    mixed = _mixed_precision_int8(out, bundle, arch.num_attention_heads, arch.hidden_size)
+    extra = _extra_int8_files(out, bundle, arch.num_attention_heads, arch.hidden_size)
     torch.set_num_threads(threads)
     model = SiglipForImageClassification.from_pretrained(checkpoint).eval()
     x = np.random.default_rng(0).normal(size=(1, 3, arch.image_size, arch.image_size)).astype(np.float32)
@@ -135,9 +136,7 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     engines: dict[str, Any] = {"torch fp32 eager": lambda: model(pixel_values=xt)}
-    files = {f"onnxruntime {name}": bundle / manifest.variants[name].file for name in LATENCY_RECIPES}
-    if mixed is not None:
-        files[f"onnxruntime int8, {mixed[1]} MatMul(s) fp32 as tuned on the proxy"] = mixed[0]
+    files = {f"onnxruntime {name}": bundle / manifest.variants[name].file for name in LATENCY_RECIPES} | extra
     for name, path in files.items():
         s = session(path)
         engines[name] = lambda s=s: s.run(["logits"], {"pixel_values": x})
@@ -157,14 +156,19 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
              "file_mb": None if name.startswith("torch") else round(_mb(files[name]), 1)}
             for name, ms in medians.items()]
     shape = (1, 3, arch.image_size, arch.image_size)
-    profiles = {name: profile_ops(bundle / manifest.variants[name].file, shape, threads=threads, runs=2)
-                for name in ("fp32", "int8-ort", "int8")}
+    profiled = {"fp32": files["onnxruntime fp32"], "int8-ort": files["onnxruntime int8-ort"],
+                "int8 unfused": files["onnxruntime int8, no graph fusions"], "int8": files["onnxruntime int8"]}
+    profiles = {name: profile_ops(path, shape, threads=threads, runs=2) for name, path in profiled.items()}
     return {"label": RANDOM_LABEL, "architecture": arch.name, "threads": threads, "runs": runs, "rows": rows,
             "profiles": profiles}
 
 
-def _mixed_precision_int8(out: Path, bundle: Path, num_heads: int, hidden_size: int) -> tuple[Path, int] | None:
-    """base-512 int8 with the MatMuls the proxy's tuned int8 kept in fp32, or None if it kept none."""
+def _int8_variant(bundle: Path, path: Path, num_heads: int, hidden_size: int, *, fuse: bool = True,
+                  exclude: tuple[str, ...] = ()) -> Path:
+    """The untuned int8 graph of ``bundle``'s fp32 model, with or without the graph fusions.
+
+    Speed only (random weights): the smoothing alpha and weight rounding do not change the graph.
+    """
     import onnx
     from deepfake_edge import Detector
     from deepfake_edge.export.attention_fusion import fuse_attention
@@ -172,21 +176,30 @@ def _mixed_precision_int8(out: Path, bundle: Path, num_heads: int, hidden_size: 
     from deepfake_edge.export.per_token_int8 import quantize_per_token
     from deepfake_edge.export.sample_images import heldout_images
     from deepfake_edge.export.smoothing import DEFAULT_ALPHA, smooth_layernorms
+
+    calibration = Detector.load(bundle, "fp32").preprocess([i.image for i in heldout_images()[:4]])
+    model = onnx.load(bundle / "model.onnx")
+    if fuse:
+        model = fuse_gelu(fuse_attention(model, num_heads)[0], num_heads, hidden_size)[0]
+    smoothed = smooth_layernorms(model, calibration, alpha=DEFAULT_ALPHA)[0]
+    onnx.save(quantize_per_token(smoothed, exclude=exclude)[0], path)
+    return path
+
+
+def _extra_int8_files(out: Path, bundle: Path, num_heads: int, hidden_size: int) -> dict[str, Path]:
+    """int8 without the graph fusions (their measured gain), and with the proxy's fp32 MatMuls, if any."""
     from deepfake_edge.manifest import Manifest
 
+    files = {"onnxruntime int8, no graph fusions": _int8_variant(
+        bundle, out / "base512-int8-unfused.onnx", num_heads, hidden_size, fuse=False)}
     proxy_manifest = out / "proxy-bundle" / "manifest.json"
-    if not proxy_manifest.is_file():
-        return None
-    excluded = Manifest.read(proxy_manifest).variants["int8"].recipe.get("excluded_nodes", [])
-    if not excluded:
-        return None
-    calibration = Detector.load(bundle, "fp32").preprocess([i.image for i in heldout_images()[:4]])
-    fused = fuse_attention(onnx.load(bundle / "model.onnx"), num_heads)[0]
-    fused = fuse_gelu(fused, num_heads, hidden_size)[0]
-    smoothed = smooth_layernorms(fused, calibration, alpha=DEFAULT_ALPHA)[0]  # speed only: alpha is irrelevant
-    path = out / "base512-int8-mixed.onnx"
-    onnx.save(quantize_per_token(smoothed, exclude=excluded)[0], path)
-    return path, len(excluded)
+    excluded = (Manifest.read(proxy_manifest).variants["int8"].recipe.get("excluded_nodes", [])
+                if proxy_manifest.is_file() else [])
+    if excluded:
+        # Same names on both checkpoints: same exporter, same architecture family.
+        files[f"onnxruntime int8, {len(excluded)} MatMul(s) fp32 as tuned on the proxy"] = _int8_variant(
+            bundle, out / "base512-int8-mixed.onnx", num_heads, hidden_size, exclude=tuple(excluded))
+    return files
 
 
 def latency_table(result: dict[str, Any]) -> str:
@@ -202,7 +215,7 @@ def latency_table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['engine']} | {r['median_ms']:.0f} | {r['p95_ms']:.0f} | {r['speedup_vs_torch']:.2f}× | "
                      f"{r['speedup_vs_ort_fp32']:.2f}× | {r['file_mb'] if r['file_mb'] is not None else '–'} |")
-    lines += ["", "Per-op kernel time (ms per image, onnxruntime profiler):", "", format_profile(result["profiles"])]
+    lines += ["", "Per-op kernel time (ms per image, onnxruntime profiler):", "", format_profile(result["profiles"], top=16)]
     return "\n".join(lines)
 
 
