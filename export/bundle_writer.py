@@ -37,6 +37,8 @@ def variant_entry(root: Path, recipe: Recipe, built: dict, fidelity: dict | None
         recipe=recipe.manifest_entry(built),
         batch_invariant=recipe.batch_invariant,
         fidelity=fidelity,
+        backend=recipe.backend,
+        backend_options=recipe.backend_options,
     )
 
 

@@ -18,16 +18,19 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def file_fidelity(path: Path, ctx: BuildContext) -> dict[str, Any]:
+def file_fidelity(path: Path, ctx: BuildContext, *, backend: str = "onnxruntime",
+                  backend_options: dict[str, str] | None = None) -> dict[str, Any]:
     """Fidelity of the model at ``path`` vs fp32 on ``ctx.calibration``, one image per run."""
-    logits = run_per_image(path, ctx.calibration)
+    logits = run_per_image(path, ctx.calibration, backend=backend, backend_options=backend_options)
     return compare(ctx.calibration_reference, logits, ctx.calibration_names, ctx.labels, ctx.positive)
 
 
-def calibration_fidelity(model: onnx.ModelProto, ctx: BuildContext) -> dict[str, Any]:
+def calibration_fidelity(model: onnx.ModelProto, ctx: BuildContext, *, backend: str = "onnxruntime",
+                         backend_options: dict[str, str] | None = None) -> dict[str, Any]:
     """Like :func:`file_fidelity`, for a model still in memory."""
     with tempfile.TemporaryDirectory() as tmp:
-        return file_fidelity(save(model, Path(tmp) / "candidate.onnx"), ctx)
+        return file_fidelity(save(model, Path(tmp) / "candidate.onnx"), ctx, backend=backend,
+                             backend_options=backend_options)
 
 
 def budget_score(fidelity: dict[str, Any], ctx: BuildContext) -> float:

@@ -29,17 +29,11 @@ from .attention_fusion import fuse_attention
 from .build_context import BuildContext
 from .evaluate_candidate import budget_score, calibration_fidelity, local_errors
 from .gelu_fusion import fuse_gelu
-from .gptq import gptq_weights
 from .per_token_int8 import quantizable_matmuls, quantize_per_token
 from .smoothing import DEFAULT_ALPHA, activation_ranges, smooth_layernorms
+from .weight_tuning import summary, tune_weights
 
-ALPHAS: tuple[float, ...] = (0.5, 0.65, 0.8)
 MAX_EXCLUDED_FRACTION = 0.25  # beyond this, "int8" would no longer be an int8 model
-
-
-def _summary(fidelity: dict[str, Any]) -> str:
-    return (f"max |dP| {fidelity['max_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f}; "
-            f"at the boundary: max {fidelity['boundary_max_abs_dp']:.4f}, mean {fidelity['boundary_mean_abs_dp']:.5f}")
 
 
 def build_int8(ctx: BuildContext) -> dict[str, Any]:
@@ -54,29 +48,11 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
         return {"attention_fused": attention, "gelu_fused": gelus, "smoothing_alpha": DEFAULT_ALPHA,
                 "weight_rounding": "nearest", "quantized_matmuls": len(quantized), "excluded_nodes": [], "tuned": False}
 
-    # 2. alpha, chosen on the calibration images
-    tried: list[dict[str, Any]] = []
-    best: tuple[float, float, onnx.ModelProto, dict[str, Any]] | None = None
-    for alpha in ALPHAS:
-        smoothed = smooth_layernorms(fused, ranges, alpha=alpha)[0]
-        fidelity = calibration_fidelity(quantize_per_token(smoothed)[0], ctx)
-        score = budget_score(fidelity, ctx)
-        tried.append({"alpha": alpha, **{k: fidelity[k] for k in ("max_abs_dp", "mean_abs_dp", "boundary_max_abs_dp",
-                                                                    "boundary_mean_abs_dp", "label_agreement")}})
-        ctx.log(f"   smoothing alpha={alpha}: {_summary(fidelity)}")
-        if best is None or score < best[0]:
-            best = (score, alpha, smoothed, fidelity)
-    assert best is not None
-    score, alpha, smoothed, fidelity = best
-
-    # 3. GPTQ rounding, kept only if it helps on the calibration images
+    # 2-3. alpha, then GPTQ rounding, chosen on the calibration images
+    tuned = tune_weights(fused, ranges, ctx, lambda model, weights: quantize_per_token(model, weights=weights)[0],
+                         lambda model: calibration_fidelity(model, ctx))
+    smoothed, weights, fidelity, score = tuned.smoothed, tuned.weights, tuned.fidelity, tuned.score
     nodes = quantizable_matmuls(smoothed)
-    rounded = gptq_weights(smoothed, nodes, ctx.calibration)
-    gptq_fidelity = calibration_fidelity(quantize_per_token(smoothed, weights=rounded)[0], ctx)
-    ctx.log(f"   GPTQ weight rounding: {_summary(gptq_fidelity)}")
-    weights: dict[str, Any] | None = None
-    if budget_score(gptq_fidelity, ctx) < score:
-        weights, fidelity, score = rounded, gptq_fidelity, budget_score(gptq_fidelity, ctx)
 
     # 4. sensitivity-guided mixed precision: as many layers as the user asked
     # for (--int8-keep-fp32), more only if the budget is still missed
@@ -89,13 +65,13 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
         excluded = ranked[: ctx.keep_fp32]
         fidelity = calibration_fidelity(quantize_per_token(smoothed, exclude=excluded, weights=weights)[0], ctx)
         score = budget_score(fidelity, ctx)
-        ctx.log(f"   keeping the {len(excluded)} most sensitive MatMuls in fp32 (requested): {_summary(fidelity)}")
+        ctx.log(f"   keeping the {len(excluded)} most sensitive MatMuls in fp32 (requested): {summary(fidelity)}")
     if ctx.budget.misses(fidelity):
         cap = max(1, int(len(ranked) * MAX_EXCLUDED_FRACTION), len(excluded))
         count = max(1, 2 * len(excluded))
         while count <= cap:
             trial = calibration_fidelity(quantize_per_token(smoothed, exclude=ranked[:count], weights=weights)[0], ctx)
-            ctx.log(f"   keeping the {count} most sensitive MatMuls in fp32: {_summary(trial)}")
+            ctx.log(f"   keeping the {count} most sensitive MatMuls in fp32: {summary(trial)}")
             if not ctx.budget.misses(trial) or budget_score(trial, ctx) < score:
                 score, fidelity, excluded = budget_score(trial, ctx), trial, ranked[:count]
             if not ctx.budget.misses(trial):
@@ -106,8 +82,8 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
     return {
         "attention_fused": attention,
         "gelu_fused": gelus,
-        "smoothing_alpha": alpha,
-        "smoothing_search": tried,
+        "smoothing_alpha": tuned.alpha,
+        "smoothing_search": tuned.tried,
         "weight_rounding": "gptq" if weights else "nearest",
         "quantized_matmuls": len(quantized),
         "excluded_nodes": excluded,

@@ -135,13 +135,16 @@ def export_bundle(
             with _step(log, f"building {name}"):
                 built = recipe.build(ctx)
             with _step(log, f"measuring {name} fidelity against fp32 on held-out images"):
-                fidelity = compare(reference, run_per_image(ctx.out, pixel_values), names_seen, labels, positive)
+                logits = run_per_image(ctx.out, pixel_values, backend=recipe.backend,
+                                       backend_options=recipe.backend_options)
+                fidelity = compare(reference, logits, names_seen, labels, positive)
             log(
                 f"   {name}: agreement {fidelity['label_agreement']:.1%}, max |dP| {fidelity['max_abs_dp']:.4f}, "
                 f"mean |dP| {fidelity['mean_abs_dp']:.5f} (held-out)"
             )
             if recipe.gated and tune:
-                on_calibration = built.get("calibration_fidelity") or file_fidelity(ctx.out, ctx)
+                on_calibration = built.get("calibration_fidelity") or file_fidelity(
+                    ctx.out, ctx, backend=recipe.backend, backend_options=recipe.backend_options)
                 met = enforce(name, on_calibration, budget, where="calibration", strict=strict, log=log)
                 held_out_met = enforce(name, fidelity, budget, where="held-out", strict=False, log=log)
                 budget_report[name] = {"budget": budget.to_dict(), "met_on_calibration": met,

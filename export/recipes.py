@@ -15,6 +15,9 @@ from typing import Any
 from .build_context import BuildContext
 from .fp16 import build_fp16
 from .int8_recipe import build_int8
+from .openvino_recipe import BACKEND as OPENVINO
+from .openvino_recipe import BACKEND_OPTIONS as OPENVINO_OPTIONS
+from .openvino_recipe import build_int8_openvino
 from .static_int8 import build_static_int8
 from .weight_only import build_int4
 
@@ -32,6 +35,9 @@ class Recipe:
     # Whether the fidelity budget applies (and --strict can fail the export).
     gated: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    # The engine the runtime uses for this file (recorded in the manifest), and its options.
+    backend: str = "onnxruntime"
+    backend_options: dict[str, str] | None = None
 
     def manifest_entry(self, built: dict[str, Any]) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, **self.settings, **built}
@@ -74,8 +80,8 @@ RECIPES: dict[str, Recipe] = {
         Recipe("int8", "model_int8.onnx",
                "Default. int8 weights (per channel) and int8 activations (per token) for every linear layer, "
                "SmoothQuant scales folded into the LayerNorms (alpha chosen on calibration images), attention "
-               "fused into MultiHeadAttention and kept fp32; the most sensitive layers stay fp32 if needed to "
-               "meet the fidelity budget.",
+               "fused into MultiHeadAttention and kept fp32, GELUs fused into FastGelu/BiasGelu; the most "
+               "sensitive layers stay fp32 if needed to meet the fidelity budget.",
                build_int8, batch_invariant=True, gated=True,
                settings={"method": "deepfake_edge per-token int8 (MatMulIntegerToFloat)"}),
         Recipe("int8-ort", "model_int8_ort.onnx",
@@ -84,9 +90,17 @@ RECIPES: dict[str, Recipe] = {
                _ort_dynamic, batch_invariant=False, gated=True, settings=_ORT_DYNAMIC),
         Recipe("int8-static", "model_int8_static.onnx",
                "Static QDQ int8: activation ranges calibrated once (Percentile 99.99) on the calibration "
-               "images after smoothing; per-channel weights; MatMul only; attention fused and fp32.",
+               "images after smoothing; per-channel weights; linear layers only; attention fused and fp32, "
+               "GELUs fused.",
                build_static_int8, batch_invariant=True, gated=True,
                settings={"method": "onnxruntime.quantization.quantize_static (QDQ)"}),
+        Recipe("int8-ov", "model_int8_ov.onnx",
+               "int8 weights tuned like int8 (smoothing, GPTQ), run by OpenVINO's CPU plugin "
+               "(pip install 'deepfake-edge[openvino]'): activations quantized to int8 at run time in groups "
+               "of 64 channels, everything else (attention included) in bf16 where the CPU supports it.",
+               build_int8_openvino, batch_invariant=False, gated=True,
+               settings={"method": "deepfake_edge weights-only int8 ONNX + OpenVINO dynamic quantization"},
+               backend=OPENVINO, backend_options=OPENVINO_OPTIONS),
         Recipe("int4", "model_int4.onnx",
                "Weight-only 4-bit (MatMulNBits, blocks of 32, symmetric) for the smallest file; "
                "activations int8 inside the kernel. Fidelity is recorded as measured, even when poor.",

@@ -53,7 +53,7 @@ class Detector:
         bundle: Bundle,
         variant_name: str,
         variant: Variant,
-        session: ort.InferenceSession,
+        session: ort.InferenceSession,  # or an OpenVINOSession (same three methods)
         *,
         threshold: float | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -86,7 +86,8 @@ class Detector:
         """
         bundle = Bundle.open(bundle_dir)
         name, spec = bundle.variant(variant)
-        session = create_session(bundle.model_path(spec, verify=verify), threads=threads, providers=providers)
+        session = create_session(bundle.model_path(spec, verify=verify), threads=threads, providers=providers,
+                                 backend=spec.backend, backend_options=spec.backend_options)
         return cls(bundle, name, spec, session, threshold=threshold, max_pixels=max_pixels)
 
     # -- properties -------------------------------------------------------

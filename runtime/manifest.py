@@ -50,6 +50,9 @@ class Variant:
     # over the whole batch, so the runtime feeds them one image at a time.
     batch_invariant: bool = True
     fidelity: dict[str, Any] | None = None
+    # The engine that runs the file; absent in older manifests, which were all onnxruntime.
+    backend: str = "onnxruntime"
+    backend_options: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,25 @@
-"""The one place that creates onnxruntime sessions (providers, threads, options)."""
+"""The one place that creates inference sessions (engine, providers, threads, options).
+
+Every variant runs on onnxruntime, except those whose manifest names the
+``openvino`` backend (see ``openvino_session``), which get an object with the
+same ``get_inputs``/``get_outputs``/``run`` methods.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from .errors import BundleError, BundleFileMissingError
 
-__all__ = ["DEFAULT_PROVIDERS", "ORT_ERRORS", "create_session", "default_threads"]
+__all__ = ["BACKENDS", "DEFAULT_PROVIDERS", "ORT_ERRORS", "create_session", "default_threads"]
+
+BACKENDS: tuple[str, ...] = ("onnxruntime", "openvino")
 
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 
@@ -45,14 +53,23 @@ def create_session(
     threads: int | None = None,
     providers: Sequence[str] | None = None,
     optimization: str = "all",
-) -> ort.InferenceSession:
+    backend: str = "onnxruntime",
+    backend_options: Mapping[str, str] | None = None,
+) -> Any:
     """Open ``path`` with graph optimizations (default: all) and a fixed thread count.
 
     ``inter_op`` stays at 1: the graph is one sequential chain, and a second pool
-    would only compete with the intra-op pool for the same cores.
+    would only compete with the intra-op pool for the same cores. ``backend``
+    comes from the variant's manifest entry; ``providers`` apply to onnxruntime only.
     """
     if not path.is_file():
         raise BundleFileMissingError(f"{path}: model file is missing")
+    if backend == "openvino":
+        from .openvino_session import OpenVINOSession
+
+        return OpenVINOSession(path, threads=threads or default_threads(), options=backend_options)
+    if backend != "onnxruntime":
+        raise BundleError(f"{path}: unknown backend {backend!r} (this runtime knows {', '.join(BACKENDS)})")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1

@@ -15,7 +15,7 @@ from transformers import SiglipForImageClassification, SiglipImageProcessor
 from deepfake_edge import Detector
 from deepfake_edge.export.sample_images import heldout_images
 
-ALL_RECIPES = ["fp32", "int8", "int8-ort", "int8-static", "int4", "fp16"]
+ALL_RECIPES = ["fp32", "int8", "int8-ort", "int8-static", "int8-ov", "int4", "fp16"]
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +63,14 @@ def test_every_recipe_builds_a_loadable_variant_with_fidelity(full_bundle: Path,
     assert manifest["variants"]["int8-static"]["recipe"]["attention_fused"] == 2  # attention left fp32, then fused
     assert int8["quantized_matmuls"] + len(int8["excluded_nodes"]) == 2 * 6
     assert {"calibration_fidelity", "smoothing_alpha", "budget"} <= set(int8)
-    assert set(manifest["validation"]["fidelity_budget"]) == {"int8", "int8-ort", "int8-static"}
+    assert set(manifest["validation"]["fidelity_budget"]) == {"int8", "int8-ort", "int8-static", "int8-ov"}
+    # every variant names its engine; int8-ov's weights are int8 in the file, for OpenVINO to run
+    assert {n: v.get("backend", "onnxruntime") for n, v in manifest["variants"].items()} == {
+        n: ("openvino" if n == "int8-ov" else "onnxruntime") for n in ALL_RECIPES}
+    assert manifest["variants"]["int8-ov"]["backend_options"]["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "64"
+    ov_model = onnx.load(full_bundle / manifest["variants"]["int8-ov"]["file"])
+    int8_weights = [i for i in ov_model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) == 2 * 6
 
 
 def test_sizes_shrink(full_bundle: Path) -> None:
@@ -200,3 +207,15 @@ def test_calibration_directory_is_used_and_recorded(binary_checkpoint: Path, pho
     assert manifest.validation["calibration_source"] == str(calib)
     assert sorted(manifest.validation["calibration_image_names"]) == ["c0.jpg", "c1.jpg", "c2.jpg"]
     assert manifest.variants["int8"].recipe["calibration_images"] == 3
+
+
+def test_openvino_variant_without_the_extra_is_a_clear_error(full_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading int8-ov where OpenVINO is not installed names the extra to install; other variants still load."""
+    import deepfake_edge.extras as extras
+    from deepfake_edge.errors import ExtraNotInstalledError
+
+    real = extras.importable
+    monkeypatch.setattr(extras, "importable", lambda module: module != "openvino" and real(module))
+    with pytest.raises(ExtraNotInstalledError, match="openvino"):
+        Detector.load(full_bundle, "int8-ov")
+    assert Detector.load(full_bundle, "int8").variant_name == "int8"

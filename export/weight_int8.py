@@ -1,0 +1,51 @@
+"""Weights-only int8 as plain ONNX: each constant weight becomes ``DequantizeLinear(W_q, scale)``.
+
+The file stays a standard ONNX graph (any engine can run it, dequantizing the
+weights), and OpenVINO's CPU plugin recognises the pattern as compressed
+weights: it keeps them int8 and, with dynamic quantization enabled, runs the
+GEMM on int8 activations (``int8-ov`` recipe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .per_token_int8 import _quantize_weight, quantizable_matmuls
+
+
+def dequantized_weights(
+    model: onnx.ModelProto, weights: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> tuple[onnx.ModelProto, int]:
+    """Return a copy with every constant MatMul weight stored as int8 (per output column), and the count.
+
+    ``weights`` optionally gives pre-rounded ``(int8 [K, N], scale [N])`` per node name (GPTQ).
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    inits = {i.name: i for i in model.graph.initializer}
+    dequantize: list[onnx.NodeProto] = []
+    added: list[onnx.TensorProto] = []
+    targets = quantizable_matmuls(model)
+    for node in targets:
+        if weights and node.name in weights:
+            w_q, scale = weights[node.name]
+        else:
+            w_q, scale = _quantize_weight(numpy_helper.to_array(inits[node.input[1]]))
+        q_name, s_name, out = f"{node.name}/W_int8", f"{node.name}/W_scale", f"{node.name}/W"
+        added += [numpy_helper.from_array(w_q, q_name), numpy_helper.from_array(scale, s_name)]
+        dequantize.append(helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=f"{node.name}/Dequantize",
+                                           axis=1))
+        node.input[1] = out
+    graph = model.graph
+    nodes = dequantize + list(graph.node)  # constants first: every consumer comes after
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(added)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model, len(targets)

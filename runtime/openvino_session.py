@@ -1,0 +1,78 @@
+"""An OpenVINO compiled model behind the three methods the runtime uses of an onnxruntime session.
+
+Only variants whose manifest names ``backend: "openvino"`` come here (the
+``int8-ov`` recipe). OpenVINO is an optional extra (``deepfake-edge[openvino]``)
+and is imported only when such a variant is loaded.
+
+Why a second engine at all: on this project's target CPUs OpenVINO's CPU plugin
+runs int8-weight GEMMs with dynamically quantized activations (groups of 64
+channels per token) and everything else in bf16 where the CPU has it
+(AVX512-BF16, AMX), with its own fused attention. That beats onnxruntime's int8
+on speed *and* fidelity (README, "Quantization"); onnxruntime has no bf16 CPU
+kernels and no fused low-precision attention.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError
+from .extras import require_extra
+
+__all__ = ["OpenVINOSession"]
+
+_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)"}
+
+
+@dataclass(frozen=True)
+class Port:
+    """What ``Detector`` reads of an onnxruntime ``NodeArg``: name, shape (int or symbolic), type."""
+
+    name: str
+    shape: list[int | str]
+    type: str
+
+
+def _ports(port: Any) -> list[Port]:
+    """One ``Port`` per name of the tensor: OpenVINO merges the names of tensors its
+    conversion made identical (``pixel_values`` and the ``Cast`` after it), and any of
+    them addresses the same input."""
+    dims: list[int | str] = [int(d.get_length()) if d.is_static else f"dim{i}"
+                             for i, d in enumerate(port.get_partial_shape())]
+    kind = _TYPES.get(port.get_element_type().get_type_name(), "tensor(unknown)")
+    return [Port(name, dims, kind) for name in sorted(port.get_names())]
+
+
+class OpenVINOSession:
+    """Compiled on the CPU device; ``run`` is safe to call from several threads (one at a time)."""
+
+    def __init__(self, path: Path, *, threads: int, options: Mapping[str, str] | None = None) -> None:
+        require_extra("openvino", {"openvino": ("openvino",)})
+        import openvino as ov
+
+        config = {"INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY", **(options or {})}
+        try:
+            core = ov.Core()
+            self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except RuntimeError as exc:
+            raise BundleError(f"{path}: OpenVINO cannot load this model ({exc})") from exc
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()  # an infer request serves one call at a time
+        self.options = config
+
+    def get_inputs(self) -> list[Port]:
+        return [named for p in self._compiled.inputs for named in _ports(p)]
+
+    def get_outputs(self) -> list[Port]:
+        return [named for p in self._compiled.outputs for named in _ports(p)]
+
+    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            results = self._request.infer(dict(feeds))
+            return [np.array(results[self._compiled.output(name)]) for name in output_names]
