@@ -13,7 +13,8 @@ the recipes calibrated on), one image per run.
 weights** (speed only: no accuracy figure comes from it), exports every recipe
 with ``tune=False`` (same graphs), and times batch-1 inference of torch fp32
 eager and each ONNX variant side by side, interleaved round by round, then
-profiles the per-op time of fp32, the onnxruntime baseline and our int8.
+profiles the per-op time of fp32, the onnxruntime baseline and our int8
+(``int8-ov`` is timed on OpenVINO, through the runtime's own session).
 Two more int8 graphs are timed beside them: one without the graph fusions
 (attention, GELU), so their gain is measured in the same run, and, when a
 fidelity run left a proxy bundle whose int8 kept MatMuls in fp32, one with the
@@ -32,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-RECIPES = ["fp32", "int8", "int8-ort", "int8-static", "int4", "fp16"]
-LATENCY_RECIPES = ["fp32", "int8", "int8-ort", "int8-static", "int4"]  # fp16 is for GPUs
+RECIPES = ["fp32", "int8", "int8-ort", "int8-static", "int8-ov", "int4", "fp16"]
+LATENCY_RECIPES = ["fp32", "int8", "int8-ort", "int8-static", "int8-ov", "int4"]  # fp16 is for GPUs
 
 
 def _mb(path: Path) -> float:
@@ -108,6 +109,7 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
     from deepfake_edge.export import export_bundle
     from deepfake_edge.export.sample_images import heldout_images
     from deepfake_edge.manifest import Manifest
+    from deepfake_edge.session import create_session
     from transformers import SiglipForImageClassification
 
     from .models import ARCHITECTURES, RANDOM_LABEL, build_random_checkpoint
@@ -129,17 +131,23 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
     x = np.random.default_rng(0).normal(size=(1, 3, arch.image_size, arch.image_size)).astype(np.float32)
     xt = torch.from_numpy(x)
 
-    def session(path: Path) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def session(path: Path, backend: str = "onnxruntime", options: dict[str, str] | None = None) -> Any:
+        if backend != "onnxruntime":  # int8-ov: the runtime's OpenVINO session, as Detector opens it
+            return create_session(path, threads=threads, backend=backend, backend_options=options)
+        options_ = ort.SessionOptions()
+        options_.intra_op_num_threads = threads
+        options_.log_severity_level = 3
+        return ort.InferenceSession(str(path), options_, providers=["CPUExecutionProvider"])
 
+    # engine label -> (file, backend, backend options); int8-ov runs on OpenVINO, as Detector opens it
+    targets: dict[str, tuple[Path, str, dict[str, str] | None]] = {
+        f"{spec.backend} {name}": (bundle / spec.file, spec.backend, spec.backend_options)
+        for name, spec in ((n, manifest.variants[n]) for n in LATENCY_RECIPES)
+    } | {label: (path, "onnxruntime", None) for label, path in extra.items()}
     engines: dict[str, Any] = {"torch fp32 eager": lambda: model(pixel_values=xt)}
-    files = {f"onnxruntime {name}": bundle / manifest.variants[name].file for name in LATENCY_RECIPES} | extra
-    for name, path in files.items():
-        s = session(path)
-        engines[name] = lambda s=s: s.run(["logits"], {"pixel_values": x})
+    for label, (path, backend, backend_options) in targets.items():
+        s = session(path, backend, backend_options)
+        engines[label] = lambda s=s: s.run(["logits"], {"pixel_values": x})
     times: dict[str, list[float]] = {name: [] for name in engines}
     with torch.inference_mode():
         for fn in engines.values():
@@ -153,11 +161,11 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
     torch_ms, ort_ms = medians["torch fp32 eager"], medians["onnxruntime fp32"]
     rows = [{"engine": name, "median_ms": round(ms, 1), "p95_ms": round(float(np.percentile(times[name], 95)) * 1000, 1),
              "speedup_vs_torch": round(torch_ms / ms, 2), "speedup_vs_ort_fp32": round(ort_ms / ms, 2),
-             "file_mb": None if name.startswith("torch") else round(_mb(files[name]), 1)}
+             "file_mb": None if name.startswith("torch") else round(_mb(targets[name][0]), 1)}
             for name, ms in medians.items()]
     shape = (1, 3, arch.image_size, arch.image_size)
-    profiled = {"fp32": files["onnxruntime fp32"], "int8-ort": files["onnxruntime int8-ort"],
-                "int8 unfused": files["onnxruntime int8, no graph fusions"], "int8": files["onnxruntime int8"]}
+    profiled = {"fp32": targets["onnxruntime fp32"][0], "int8-ort": targets["onnxruntime int8-ort"][0],
+                "int8 unfused": targets["onnxruntime int8, no graph fusions"][0], "int8": targets["onnxruntime int8"][0]}
     profiles = {name: profile_ops(path, shape, threads=threads, runs=2) for name, path in profiled.items()}
     return {"label": RANDOM_LABEL, "architecture": arch.name, "threads": threads, "runs": runs, "rows": rows,
             "profiles": profiles}
