@@ -56,7 +56,7 @@ class OpenVINOSession:
         require_extra("openvino", {"openvino": ("openvino",)})
         import openvino as ov
 
-        config = {"INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY", **(options or {})}
+        config = {"INFERENCE_NUM_THREADS": str(threads), **(options or {})}
         try:
             core = ov.Core()
             self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
