@@ -43,7 +43,7 @@ def _mb(path: Path) -> float:
 
 
 # -- fidelity --------------------------------------------------------------------------
-def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int) -> dict[str, Any]:
+def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int, seed: int = 1) -> dict[str, Any]:
     from deepfake_edge import Detector
     from deepfake_edge.export import export_bundle
     from deepfake_edge.export.fidelity import compare
@@ -56,7 +56,7 @@ def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int
         build_proxy(checkpoint)
     bundle = out / "proxy-bundle"
     manifest = export_bundle(str(checkpoint), bundle, variants=RECIPES, overwrite=True)
-    images = heldout_images(synthetic=synthetic, crops_per_photo=crops_per_photo)
+    images = heldout_images(synthetic=synthetic, crops_per_photo=crops_per_photo, seed=seed)
     names = [item.name for item in images]
     reference = Detector.load(bundle, "fp32")
     pixel_values = reference.preprocess([item.image for item in images])
@@ -78,7 +78,7 @@ def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int
             "notes": {k: recipe[k] for k in ("smoothing_alpha", "weight_rounding", "excluded_nodes") if k in recipe},
         })
     p_fake = _softmax_fake(ref_logits, reference.labels)
-    return {"images": len(images), "checkpoint": str(checkpoint), "rows": rows,
+    return {"images": len(images), "seed": seed, "checkpoint": str(checkpoint), "rows": rows,
             "fp32_p_fake_quantiles": [float(q) for q in np.quantile(p_fake, [0, 0.1, 0.25, 0.5, 0.75, 0.9, 1])],
             "images_near_boundary": int(((p_fake > 0.4) & (p_fake < 0.6)).sum())}
 
@@ -91,7 +91,8 @@ def _softmax_fake(logits: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
 
 def fidelity_table(result: dict[str, Any]) -> str:
     lines = [
-        f"Real-weights proxy, {result['images']} held-out images, each variant vs fp32 ONNX, one image per run.",
+        f"Real-weights proxy, {result['images']} held-out images (seed {result.get('seed', 1)}), each variant vs "
+        "fp32 ONNX, one image per run.",
         "",
         "| variant | file MB | label agreement | max \\|ΔP(fake)\\| | mean \\|ΔP(fake)\\| | boundary max | boundary mean | notes |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
@@ -240,10 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--crops-per-photo", type=int, default=8)
     parser.add_argument("--synthetic", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the held-out crops and synthetic images (another seed: another held-out set)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what in ("fidelity", "all"):
-        result = fidelity(args.out, args.proxy, args.crops_per_photo, args.synthetic)
+        result = fidelity(args.out, args.proxy, args.crops_per_photo, args.synthetic, args.seed)
         (args.out / "fidelity.json").write_text(json.dumps(result, indent=2))
         (args.out / "fidelity.md").write_text(fidelity_table(result) + "\n")
         print(fidelity_table(result), flush=True)
