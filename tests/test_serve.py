@@ -349,6 +349,25 @@ def _raw_connection(url: str) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=10)
 
 
+def _read_response(sock: socket.socket) -> str:
+    """One whole HTTP/1.1 response: headers, then Content-Length bytes (they may arrive in separate segments)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
+
+
 def _headers(length: int) -> bytes:
     return (f"POST /v1/classify HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
             f"Content-Length: {length}\r\n\r\n").encode()
@@ -362,7 +381,7 @@ def test_slow_client_gets_408_while_others_are_served(fp32: Detector, photos) ->
         for _ in range(3):
             assert client.get("/healthz").status_code == 200
             assert client.post("/v1/classify", content=data, headers={"content-type": "image/png"}).status_code == 200
-        answer = slow.recv(65536).decode()
+        answer = _read_response(slow)
         assert answer.startswith("HTTP/1.1 408"), answer
         body = json.loads(answer.split("\r\n\r\n", 1)[1])
         assert body["error"] == "read_timeout" and "1,000 bytes received" in body["message"]
