@@ -17,10 +17,15 @@ preprocessor_config.json and manifest.json (hashes, recipes, fidelity vs fp32).
 Recipes (--variants):
   fp32         the validated export; reference for all others
   int8         default: per-channel int8 weights, per-token int8 activations,
-               SmoothQuant folded into LayerNorms, fused attention; keeps the
-               most sensitive layers fp32 if needed to meet the fidelity budget
+               SmoothQuant folded into LayerNorms, fused attention and GELU;
+               keeps the most sensitive layers fp32 if needed to meet the
+               fidelity budget
   int8-ort     baseline: onnxruntime quantize_dynamic (per-tensor activations)
   int8-static  calibrated static QDQ int8 (fixed activation ranges)
+  int8-ov      int8 weights tuned like int8, run by OpenVINO (int8 GEMMs on
+               dynamically quantized activations, bf16 elsewhere); fastest on
+               CPUs with bf16. Needs pip install 'deepfake-edge[openvino]' to
+               export and to run
   int4         4-bit block-wise weights (MatMulNBits): smallest file
   fp16         for GPU execution providers (CUDA, DirectML); SLOWER than fp32 on CPU
 
