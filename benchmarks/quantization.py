@@ -206,9 +206,15 @@ def _extra_int8_files(out: Path, bundle: Path, num_heads: int, hidden_size: int)
     files = {"onnxruntime int8, no graph fusions": _int8_variant(
         bundle, out / "base512-int8-unfused.onnx", num_heads, hidden_size, fuse=False)}
     proxy_manifest = out / "proxy-bundle" / "manifest.json"
-    excluded = (Manifest.read(proxy_manifest).variants["int8"].recipe.get("excluded_nodes", [])
-                if proxy_manifest.is_file() else [])
+    tuned = Manifest.read(proxy_manifest).variants.get("int8") if proxy_manifest.is_file() else None
+    excluded = tuned.recipe.get("excluded_nodes", []) if tuned is not None else []
     if excluded:
+        import onnx
+
+        names = {n.name for n in onnx.load(bundle / "model.onnx", load_external_data=False).graph.node}
+        missing = sorted(set(excluded) - names)
+        if missing:
+            raise SystemExit(f"the proxy kept {missing} in fp32, which base-512's graph does not have")
         # Same names on both checkpoints: same exporter, same architecture family.
         files[f"onnxruntime int8, {len(excluded)} MatMul(s) fp32 as tuned on the proxy"] = _int8_variant(
             bundle, out / "base512-int8-mixed.onnx", num_heads, hidden_size, exclude=tuple(excluded))

@@ -58,7 +58,7 @@ def local_errors(model: onnx.ModelProto, nodes: list[onnx.NodeProto], ctx: Build
     from onnx import numpy_helper
 
     from .graph_capture import iter_tensors
-    from .per_token_int8 import _quantize_weight
+    from .per_token_int8 import quantize_weight
 
     inits = {i.name: i for i in model.graph.initializer}
     inputs = sorted({n.input[0] for n in nodes})
@@ -66,7 +66,7 @@ def local_errors(model: onnx.ModelProto, nodes: list[onnx.NodeProto], ctx: Build
     sq_err: dict[str, float] = {n.name: 0.0 for n in nodes}
     sq_ref: dict[str, float] = {n.name: 0.0 for n in nodes}
     weights = {n.name: numpy_helper.to_array(inits[n.input[1]]) for n in nodes}
-    quantized = {name: _quantize_weight(w) for name, w in weights.items()}
+    quantized = {name: quantize_weight(w) for name, w in weights.items()}
     for values in iter_tensors(model, inputs, ctx.calibration[:images]):
         for node in nodes:
             a = values[node.input[0]].reshape(-1, weights[node.name].shape[0])

@@ -64,7 +64,7 @@ def quantizable_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     ]
 
 
-def _quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 per output column: W ~= W_q * scale[None, :]."""
     scale = np.abs(weight).max(axis=0) / 127.0
     scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
@@ -133,7 +133,7 @@ def quantize_per_token(
         for node in nodes:
             weight = numpy_helper.to_array(inits[node.input[1]])
             k, n = weight.shape
-            w_q, w_scale = weights[node.name] if weights and node.name in weights else _quantize_weight(weight)
+            w_q, w_scale = weights[node.name] if weights and node.name in weights else quantize_weight(weight)
             wq_name, ws_name = f"{node.name}/W_int8", f"{node.name}/W_scale"
             new_inits += [numpy_helper.from_array(w_q, wq_name), numpy_helper.from_array(w_scale, ws_name)]
             inputs = [f"{p}_q", wq_name, f"{p}_scale", ws_name, "dfe_zp_u8"]

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .per_token_int8 import _quantize_weight, quantizable_matmuls
+from .per_token_int8 import quantizable_matmuls, quantize_weight
 
 
 def dequantized_weights(
@@ -33,7 +33,7 @@ def dequantized_weights(
         if weights and node.name in weights:
             w_q, scale = weights[node.name]
         else:
-            w_q, scale = _quantize_weight(numpy_helper.to_array(inits[node.input[1]]))
+            w_q, scale = quantize_weight(numpy_helper.to_array(inits[node.input[1]]))
         q_name, s_name, out = f"{node.name}/W_int8", f"{node.name}/W_scale", f"{node.name}/W"
         added += [numpy_helper.from_array(w_q, q_name), numpy_helper.from_array(scale, s_name)]
         dequantize.append(helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=f"{node.name}/Dequantize",

@@ -172,15 +172,18 @@ def _read_bytes(stream: IO[bytes], name: str, max_pixels: int | None) -> bytes:
     limit = None if max_pixels is None else max_pixels * _STREAM_BYTES_PER_PIXEL + _STREAM_SLACK
     buffer = bytearray()
     while True:
-        chunk = stream.read(_CHUNK)
+        try:
+            chunk = stream.read(_CHUNK)
+        except TypeError:  # a file-like object whose read() takes no size: all it offers is everything
+            chunk = stream.read()
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise UnsupportedInputError(name, f"stream.read() returned {type(chunk).__name__}, expected bytes")
         if not chunk:
             return bytes(buffer)
         buffer += chunk
         if limit is not None and len(buffer) > limit:
-            raise ImageTooLargeError(name, f"stream is larger than {limit:,} bytes, more than any image of at most "
-                                           f"{max_pixels:,} pixels needs")
+            raise ImageTooLargeError(name, f"stream is larger than {limit:,} bytes (8 bytes per pixel of the "
+                                           f"{max_pixels:,}-pixel limit); pass a seekable file, or raise max_pixels")
 
 
 def _open_regular_file(path: str | os.PathLike[str], name: str, stack: ExitStack) -> IO[bytes]:

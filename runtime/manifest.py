@@ -82,6 +82,11 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        for variant in data["variants"].values():
+            # Written only when not onnxruntime, so runtimes that predate the field still read
+            # every bundle whose variants they can run.
+            if variant.get("backend") == "onnxruntime" and variant.get("backend_options") is None:
+                del variant["backend"], variant["backend_options"]
         # Put the identification first so a human reading the file sees it first.
         return {"format": data.pop("format"), "format_version": data.pop("format_version"), **data}
 
@@ -152,6 +157,13 @@ def _problems(manifest: Manifest) -> list[str]:
             problems.append(f"{where}.batch_invariant must be true or false, got {v.batch_invariant!r}")
         if not isinstance(v.recipe, dict) or not (v.fidelity is None or isinstance(v.fidelity, dict)):
             problems.append(f"{where}.recipe must be an object and fidelity an object or null")
+        if not isinstance(v.backend, str):
+            problems.append(f"{where}.backend must be a string, got {v.backend!r}")
+        if v.backend_options is not None and not (
+            isinstance(v.backend_options, dict)
+            and all(isinstance(k, str) and isinstance(x, str) for k, x in v.backend_options.items())
+        ):
+            problems.append(f"{where}.backend_options must be an object of strings, got {v.backend_options!r}")
     decision = manifest.decision
     if not (decision.positive_label is None or isinstance(decision.positive_label, str)):
         problems.append(f"decision.positive_label must be a string or null, got {decision.positive_label!r}")

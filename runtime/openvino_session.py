@@ -28,6 +28,8 @@ from .extras import require_extra
 __all__ = ["OpenVINOSession"]
 
 _TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)"}
+# The options a bundle may set: how to compute, never where to write (CACHE_DIR) or how many threads.
+ALLOWED_OPTIONS = frozenset({"INFERENCE_PRECISION_HINT", "DYNAMIC_QUANTIZATION_GROUP_SIZE"})
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,19 @@ class OpenVINOSession:
         require_extra("openvino", {"openvino": ("openvino",)})
         import openvino as ov
 
-        config = {"INFERENCE_NUM_THREADS": str(threads), **(options or {})}
+        refused = sorted(set(options or {}) - ALLOWED_OPTIONS)
+        if refused:
+            raise BundleError(f"{path}: the manifest sets OpenVINO options {refused}; allowed: {sorted(ALLOWED_OPTIONS)}")
+        config = {**(options or {}), "INFERENCE_NUM_THREADS": str(threads)}  # the caller's thread count wins
+        core = ov.Core()
         try:
-            core = ov.Core()
-            self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            model = core.read_model(str(path))
         except RuntimeError as exc:
-            raise BundleError(f"{path}: OpenVINO cannot load this model ({exc})") from exc
+            raise BundleError(f"{path}: OpenVINO cannot read this model ({exc})") from exc
+        try:
+            self._compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError as exc:
+            raise BundleError(f"{path}: OpenVINO cannot compile it with options {config} ({exc})") from exc
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()  # an infer request serves one call at a time
         self.options = config

@@ -68,6 +68,7 @@ def test_every_recipe_builds_a_loadable_variant_with_fidelity(full_bundle: Path,
     assert {n: v.get("backend", "onnxruntime") for n, v in manifest["variants"].items()} == {
         n: ("openvino" if n == "int8-ov" else "onnxruntime") for n in ALL_RECIPES}
     assert manifest["variants"]["int8-ov"]["backend_options"]["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "64"
+    assert "backend" not in manifest["variants"]["int8"]  # onnxruntime entries stay readable by older runtimes
     ov_model = onnx.load(full_bundle / manifest["variants"]["int8-ov"]["file"])
     int8_weights = [i for i in ov_model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) == 2 * 6
@@ -232,3 +233,19 @@ def test_exporting_int8_ov_without_openvino_fails_before_exporting(binary_checkp
     with pytest.raises(ExtraNotInstalledError, match="openvino"):
         export_bundle(str(binary_checkpoint), tmp_path / "b", variants=["fp32", "int8-ov"], log=lambda _m: None)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_bundle_cannot_set_arbitrary_openvino_options(full_bundle: Path, tmp_path: Path) -> None:
+    """Only how-to-compute options pass; anything else (e.g. CACHE_DIR, which writes to disk) is refused."""
+    import shutil
+
+    from deepfake_edge.errors import BundleError
+
+    bundle = tmp_path / "b"
+    shutil.copytree(full_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["variants"]["int8-ov"]["backend_options"]["CACHE_DIR"] = str(tmp_path / "cache")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="CACHE_DIR"):
+        Detector.load(bundle, "int8-ov")
+    assert not (tmp_path / "cache").exists()

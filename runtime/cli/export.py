@@ -56,8 +56,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-limit", type=int, default=96,
                         help="use at most this many calibration images (default: 96)")
     parser.add_argument("--fast", action="store_true",
-                        help="skip the calibration-driven tuning of int8 (smoothing search, GPTQ, sensitivity search): "
-                             "same graph and speed, lower fidelity; meant for speed benchmarks on random weights")
+                        help="skip the calibration-driven tuning of int8 and int8-ov (smoothing search, GPTQ, "
+                             "sensitivity search): same graph and speed, lower fidelity; meant for speed benchmarks "
+                             "on random weights")
     parser.add_argument("--int8-keep-fp32", type=int, default=0, metavar="N",
                         help="keep at least the N most quantization-sensitive MatMuls of int8 in fp32: better "
                              "fidelity, slower (default 0: only as many as the fidelity budget needs)")
