@@ -184,8 +184,7 @@ def _int8_variant(bundle: Path, path: Path, num_heads: int, hidden_size: int, *,
     """
     import onnx
     from deepfake_edge import Detector
-    from deepfake_edge.export.attention_fusion import fuse_attention
-    from deepfake_edge.export.gelu_fusion import fuse_gelu
+    from deepfake_edge.export.graph_fusions import fuse_graph
     from deepfake_edge.export.per_token_int8 import quantize_per_token
     from deepfake_edge.export.sample_images import heldout_images
     from deepfake_edge.export.smoothing import DEFAULT_ALPHA, smooth_layernorms
@@ -193,7 +192,7 @@ def _int8_variant(bundle: Path, path: Path, num_heads: int, hidden_size: int, *,
     calibration = Detector.load(bundle, "fp32").preprocess([i.image for i in heldout_images()[:4]])
     model = onnx.load(bundle / "model.onnx")
     if fuse:
-        model = fuse_gelu(fuse_attention(model, num_heads)[0], num_heads, hidden_size)[0]
+        model = fuse_graph(model, num_heads, hidden_size)[0]
     smoothed = smooth_layernorms(model, calibration, alpha=DEFAULT_ALPHA)[0]
     onnx.save(quantize_per_token(smoothed, exclude=exclude)[0], path)
     return path

@@ -25,10 +25,9 @@ from typing import Any
 
 import onnx
 
-from .attention_fusion import fuse_attention
 from .build_context import BuildContext
 from .evaluate_candidate import budget_score, calibration_fidelity, local_errors
-from .gelu_fusion import fuse_gelu
+from .graph_fusions import fuse_graph
 from .per_token_int8 import quantizable_matmuls, quantize_per_token
 from .smoothing import DEFAULT_ALPHA, activation_ranges, smooth_layernorms
 from .weight_tuning import summary, tune_weights
@@ -37,15 +36,15 @@ MAX_EXCLUDED_FRACTION = 0.25  # beyond this, "int8" would no longer be an int8 m
 
 
 def build_int8(ctx: BuildContext) -> dict[str, Any]:
-    fused, attention = fuse_attention(onnx.load(ctx.fp32), ctx.num_heads)
-    fused, gelus = fuse_gelu(fused, ctx.num_heads, ctx.hidden_size)
-    ctx.log(f"   fused {attention} attention blocks into MultiHeadAttention and {gelus} GELUs")
+    fused, fusions = fuse_graph(onnx.load(ctx.fp32), ctx.num_heads, ctx.hidden_size)
+    ctx.log(f"   fused {fusions['attention_fused']} attention blocks into MultiHeadAttention "
+            f"and {fusions['gelu_fused']} GELUs")
     ranges = activation_ranges(fused, ctx.calibration)
     if not ctx.tune:
         smoothed = smooth_layernorms(fused, ranges, alpha=DEFAULT_ALPHA)[0]
         model, quantized = quantize_per_token(smoothed)
         onnx.save(model, ctx.out)
-        return {"attention_fused": attention, "gelu_fused": gelus, "smoothing_alpha": DEFAULT_ALPHA,
+        return {**fusions, "smoothing_alpha": DEFAULT_ALPHA,
                 "weight_rounding": "nearest", "quantized_matmuls": len(quantized), "excluded_nodes": [], "tuned": False}
 
     # 2-3. alpha, then GPTQ rounding, chosen on the calibration images
@@ -80,8 +79,7 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
     model, quantized = quantize_per_token(smoothed, exclude=excluded, weights=weights)
     onnx.save(model, ctx.out)
     return {
-        "attention_fused": attention,
-        "gelu_fused": gelus,
+        **fusions,
         "smoothing_alpha": tuned.alpha,
         "smoothing_search": tuned.tried,
         "weight_rounding": "gptq" if weights else "nearest",

@@ -35,7 +35,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-MS_DOMAIN = "com.microsoft"
+from .graph_index import MS_DOMAIN, replace_nodes
+
 _ZERO_POINT = 128
 _EPS = 1e-12  # keeps an all-zero token from dividing by zero
 
@@ -85,7 +86,6 @@ def quantize_per_token(
     name (e.g. from GPTQ); other nodes use round-to-nearest.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
     inits = _initializers(model)
     excluded = set(exclude)
     targets = [n for n in quantizable_matmuls(model) if n.name not in excluded]
@@ -94,9 +94,8 @@ def quantize_per_token(
     for node in targets:
         by_input[node.input[0]].append(node)
 
-    new_nodes: dict[int, list[onnx.NodeProto]] = defaultdict(list)  # insert before node index
-    removed: set[int] = set()
-    position = {id(node): i for i, node in enumerate(graph.node)}
+    added: list[onnx.NodeProto] = []
+    removed: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = [
         numpy_helper.from_array(np.array(_ZERO_POINT, np.uint8), "dfe_zp_u8"),
         numpy_helper.from_array(np.array(1.0 / 127.0, np.float32), "dfe_inv127"),
@@ -107,7 +106,6 @@ def quantize_per_token(
     done: list[QuantizedNode] = []
     for group_index, (a_name, nodes) in enumerate(by_input.items()):
         p = f"dfe_tok{group_index}"
-        first = min(position[id(n)] for n in nodes)
         k = int(inits[nodes[0].input[1]].dims[0])
         rows = f"dfe_rows_k{k}"
         if rows not in {i.name for i in new_inits}:
@@ -115,7 +113,7 @@ def quantize_per_token(
         # One QuantizeLinear pass does divide, round, +128 and saturate. It takes
         # per-axis (1-D) scales only, so the tokens are viewed as rows of a 2-D
         # matrix (reshapes are free) and quantized along axis 0.
-        new_nodes[first].extend([
+        added.extend([
             helper.make_node("Abs", [a_name], [f"{p}_abs"], name=f"{p}/Abs"),
             helper.make_node("ReduceMax", [f"{p}_abs", "dfe_last_axis"], [f"{p}_amax"], name=f"{p}/ReduceMax", keepdims=1),
             helper.make_node("Max", [f"{p}_amax", "dfe_eps"], [f"{p}_amax_eps"], name=f"{p}/Max"),
@@ -137,23 +135,11 @@ def quantize_per_token(
             wq_name, ws_name = f"{node.name}/W_int8", f"{node.name}/W_scale"
             new_inits += [numpy_helper.from_array(w_q, wq_name), numpy_helper.from_array(w_scale, ws_name)]
             inputs = [f"{p}_q", wq_name, f"{p}_scale", ws_name, "dfe_zp_u8"]
-            new_nodes[position[id(node)]].append(
+            added.append(
                 helper.make_node("MatMulIntegerToFloat", inputs, [node.output[0]], name=f"{node.name}/PerToken", domain=MS_DOMAIN)
             )
-            removed.add(position[id(node)])
+            removed.append(node)
             done.append(QuantizedNode(node.name, k, n))
 
-    rebuilt: list[onnx.NodeProto] = []
-    for i, node in enumerate(graph.node):
-        rebuilt.extend(new_nodes.get(i, []))
-        if i not in removed:
-            rebuilt.append(node)
-    del graph.node[:]
-    graph.node.extend(rebuilt)
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept + [init for init in new_inits if init.name in used])
-    if not any(op.domain == MS_DOMAIN for op in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    replace_nodes(model, removed, added, new_inits)  # sorts the new nodes in, drops the fp32 weights
     return model, done

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .attention_fusion import fuse_attention
 from .build_context import BuildContext
-from .gelu_fusion import fuse_gelu
+from .graph_fusions import fuse_graph
 from .per_token_int8 import quantizable_matmuls
 from .smoothing import smooth_layernorms
 
@@ -66,9 +65,7 @@ def build_static_int8(ctx: BuildContext) -> dict[str, Any]:
     # Fuse after quantization: the QDQ pass leaves attention MatMuls and GELUs untouched, while
     # fusing the GELUs first would hide their outputs' type from its shape inference, and it would
     # then silently skip quantizing fc2.
-    fused, attention = fuse_attention(onnx.load(ctx.out), ctx.num_heads)
-    fused, gelus = fuse_gelu(fused, ctx.num_heads, ctx.hidden_size)
+    fused, fusions = fuse_graph(onnx.load(ctx.out), ctx.num_heads, ctx.hidden_size)
     onnx.save(fused, ctx.out)
     return {"smoothing_alpha": STATIC_ALPHA, "calibration_images": len(ctx.calibration_names),
-            "calibrate_method": "Percentile 99.99", "quantized_matmuls": len(weights),
-            "attention_fused": attention, "gelu_fused": gelus}
+            "calibrate_method": "Percentile 99.99", "quantized_matmuls": len(weights), **fusions}

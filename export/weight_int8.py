@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .graph_index import replace_nodes
 from .per_token_int8 import quantizable_matmuls, quantize_weight
 
 
@@ -39,13 +40,5 @@ def dequantized_weights(
         dequantize.append(helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=f"{node.name}/Dequantize",
                                            axis=1))
         node.input[1] = out
-    graph = model.graph
-    nodes = dequantize + list(graph.node)  # constants first: every consumer comes after
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(added)
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    replace_nodes(model, [], dequantize, added)  # sorts the new nodes in, drops the fp32 weights
     return model, len(targets)

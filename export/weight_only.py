@@ -6,9 +6,8 @@ from typing import Any
 
 import onnx
 
-from .attention_fusion import fuse_attention
 from .build_context import BuildContext
-from .gelu_fusion import fuse_gelu
+from .graph_fusions import fuse_graph
 
 BLOCK_SIZE = 32
 # accuracy_level 4: activations are quantized to int8 inside MatMulNBits, which
@@ -19,10 +18,8 @@ ACCURACY_LEVEL = 4
 def build_int4(ctx: BuildContext) -> dict[str, Any]:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    fused, attention = fuse_attention(onnx.load(ctx.fp32), ctx.num_heads)
-    fused, gelus = fuse_gelu(fused, ctx.num_heads, ctx.hidden_size)
+    fused, fusions = fuse_graph(onnx.load(ctx.fp32), ctx.num_heads, ctx.hidden_size)
     quantizer = MatMulNBitsQuantizer(fused, block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=ACCURACY_LEVEL)
     quantizer.process()
     quantizer.model.save_model_to_file(str(ctx.out), use_external_data_format=False)
-    return {"block_size": BLOCK_SIZE, "symmetric": True, "accuracy_level": ACCURACY_LEVEL, "attention_fused": attention,
-            "gelu_fused": gelus}
+    return {"block_size": BLOCK_SIZE, "symmetric": True, "accuracy_level": ACCURACY_LEVEL, **fusions}
