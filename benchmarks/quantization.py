@@ -106,7 +106,6 @@ def fidelity_table(result: dict[str, Any]) -> str:
 
 # -- latency ---------------------------------------------------------------------------
 def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
-    import onnxruntime as ort
     import torch
     from deepfake_edge.export import export_bundle
     from deepfake_edge.export.sample_images import heldout_images
@@ -133,22 +132,15 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
     x = np.random.default_rng(0).normal(size=(1, 3, arch.image_size, arch.image_size)).astype(np.float32)
     xt = torch.from_numpy(x)
 
-    def session(path: Path, backend: str = "onnxruntime", options: dict[str, str] | None = None) -> Any:
-        if backend != "onnxruntime":  # int8-ov: the runtime's OpenVINO session, as Detector opens it
-            return create_session(path, threads=threads, backend=backend, backend_options=options)
-        options_ = ort.SessionOptions()
-        options_.intra_op_num_threads = threads
-        options_.log_severity_level = 3
-        return ort.InferenceSession(str(path), options_, providers=["CPUExecutionProvider"])
-
-    # engine label -> (file, backend, backend options); int8-ov runs on OpenVINO, as Detector opens it
+    # engine label -> (file, backend, backend options); every file is opened as Detector opens it
+    # (int8-ov on OpenVINO), with the same thread count
     targets: dict[str, tuple[Path, str, dict[str, str] | None]] = {
         f"{spec.backend} {name}": (bundle / spec.file, spec.backend, spec.backend_options)
         for name, spec in ((n, manifest.variants[n]) for n in LATENCY_RECIPES)
     } | {label: (path, "onnxruntime", None) for label, path in extra.items()}
     engines: dict[str, Any] = {"torch fp32 eager": lambda: model(pixel_values=xt)}
     for label, (path, backend, backend_options) in targets.items():
-        s = session(path, backend, backend_options)
+        s = create_session(path, threads=threads, backend=backend, backend_options=backend_options)
         engines[label] = lambda s=s: s.run(["logits"], {"pixel_values": x})
     times: dict[str, list[float]] = {name: [] for name in engines}
     with torch.inference_mode():

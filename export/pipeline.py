@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 from deepfake_edge.bundle import CONFIG_NAME, PREPROCESSOR_NAME
-from deepfake_edge.extras import require_extra
 from deepfake_edge.labels import read_labels
 from deepfake_edge.manifest import Decision, Manifest
 from deepfake_edge.preprocess import PreprocessConfig, preprocess
+from deepfake_edge.session import require_backend
 
 from .budget import FidelityBudget, enforce
 from .build_context import BuildContext
@@ -92,8 +92,7 @@ def export_bundle(
     if unknown:
         raise ExportError(f"unknown variants {unknown}; available: {sorted(RECIPES)}")
     for name in variants:  # an engine the runtime lacks fails now, not after minutes of export
-        if RECIPES[name].backend != "onnxruntime":
-            require_extra(RECIPES[name].backend, {RECIPES[name].backend: (RECIPES[name].backend,)})
+        require_backend(RECIPES[name].backend)
     names = ["fp32", *[v for v in dict.fromkeys(variants) if v != "fp32"]]
     default = default_variant or (DEFAULT_VARIANT if DEFAULT_VARIANT in names else names[-1])
     if default not in names:

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError
-from .extras import require_extra
 
 __all__ = ["OpenVINOSession"]
 
@@ -55,8 +54,7 @@ class OpenVINOSession:
     """Compiled on the CPU device; ``run`` is safe to call from several threads (one at a time)."""
 
     def __init__(self, path: Path, *, threads: int, options: Mapping[str, str] | None = None) -> None:
-        require_extra("openvino", {"openvino": ("openvino",)})
-        import openvino as ov
+        import openvino as ov  # create_session checked that the extra is installed
 
         refused = sorted(set(options or {}) - ALLOWED_OPTIONS)
         if refused:

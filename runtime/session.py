@@ -16,10 +16,13 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from .errors import BundleError, BundleFileMissingError
+from .extras import require_extra
 
-__all__ = ["BACKENDS", "DEFAULT_PROVIDERS", "ORT_ERRORS", "create_session", "default_threads"]
+__all__ = ["BACKENDS", "DEFAULT_PROVIDERS", "ORT_ERRORS", "create_session", "default_threads", "require_backend"]
 
 BACKENDS: tuple[str, ...] = ("onnxruntime", "openvino")
+# The optional extra each engine but onnxruntime (a base dependency) needs: {distribution: import names}.
+_BACKEND_EXTRAS: dict[str, dict[str, tuple[str, ...]]] = {"openvino": {"openvino": ("openvino",)}}
 
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 
@@ -47,6 +50,12 @@ _OPTIMIZATION = {
 }
 
 
+def require_backend(backend: str) -> None:
+    """Raise ``ExtraNotInstalledError`` (naming the pip extra) when ``backend``'s engine is not installed."""
+    if backend in _BACKEND_EXTRAS:
+        require_extra(backend, _BACKEND_EXTRAS[backend])
+
+
 def create_session(
     path: Path,
     *,
@@ -65,6 +74,7 @@ def create_session(
     if not path.is_file():
         raise BundleFileMissingError(f"{path}: model file is missing")
     if backend == "openvino":
+        require_backend(backend)
         from .openvino_session import OpenVINOSession
 
         return OpenVINOSession(path, threads=threads or default_threads(), options=backend_options)

@@ -210,26 +210,30 @@ def test_calibration_directory_is_used_and_recorded(binary_checkpoint: Path, pho
     assert manifest.variants["int8"].recipe["calibration_images"] == 3
 
 
-def test_openvino_variant_without_the_extra_is_a_clear_error(full_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loading int8-ov where OpenVINO is not installed names the extra to install; other variants still load."""
+@pytest.fixture
+def without_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the OpenVINO extra look uninstalled (everything else stays importable)."""
     import deepfake_edge.extras as extras
-    from deepfake_edge.errors import ExtraNotInstalledError
 
     real = extras.importable
     monkeypatch.setattr(extras, "importable", lambda module: module != "openvino" and real(module))
+
+
+@pytest.mark.usefixtures("without_openvino")
+def test_openvino_variant_without_the_extra_is_a_clear_error(full_bundle: Path) -> None:
+    """Loading int8-ov where OpenVINO is not installed names the extra to install; other variants still load."""
+    from deepfake_edge.errors import ExtraNotInstalledError
+
     with pytest.raises(ExtraNotInstalledError, match="openvino"):
         Detector.load(full_bundle, "int8-ov")
     assert Detector.load(full_bundle, "int8").variant_name == "int8"
 
 
-def test_exporting_int8_ov_without_openvino_fails_before_exporting(binary_checkpoint: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import deepfake_edge.extras as extras
+@pytest.mark.usefixtures("without_openvino")
+def test_exporting_int8_ov_without_openvino_fails_before_exporting(binary_checkpoint: Path, tmp_path: Path) -> None:
     from deepfake_edge.errors import ExtraNotInstalledError
     from deepfake_edge.export import export_bundle
 
-    real = extras.importable
-    monkeypatch.setattr(extras, "importable", lambda module: module != "openvino" and real(module))
     with pytest.raises(ExtraNotInstalledError, match="openvino"):
         export_bundle(str(binary_checkpoint), tmp_path / "b", variants=["fp32", "int8-ov"], log=lambda _m: None)
     assert not (tmp_path / "b").exists()
