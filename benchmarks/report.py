@@ -8,6 +8,7 @@ table is typed in by hand.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,43 +52,40 @@ def _ratio(row: dict[str, Any], key: str) -> float | None:
     return ratios.get(key) if ratios else None
 
 
-def _failed(row: dict[str, Any], columns: int) -> str:
-    return f"| {_name(row)} | failed (see below) |" + " |" * (columns - 2)
+def _engine_table(rows: list[dict[str, Any]], header: str, cells: Callable[[dict[str, Any]], list[str]]) -> list[str]:
+    """One line per engine: ``cells`` gives the columns after the name; a failed engine says so."""
+    columns = header.count("|") - 1
+    lines = [header, "|---|" + "---:|" * (columns - 1)]
+    for row in rows:
+        if row["status"] != "ok":
+            lines.append(f"| {_name(row)} | failed (see below) |" + " |" * (columns - 2))
+            continue
+        lines.append("| " + " | ".join([_name(row), *cells(row)]) + " |")
+    return lines
 
 
 def _batch1_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = [
+    return _engine_table(
+        rows,
         "| Engine | Model p50 (ms) | Model p95 (ms) | Speed-up | End-to-end p50 (ms) | Speed-up | "
         "Cold start (s) | Peak RSS (MB) | RSS vs torch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        if row["status"] != "ok":
-            lines.append(_failed(row, 9))
-            continue
-        lines.append(
-            f"| {_name(row)} | {_ms(_p(row, 'latency_ms'))} | {_ms(_p(row, 'latency_ms', 'p95'))} | "
-            f"{_x(_ratio(row, 'latency_speedup'))} | {_ms(_p(row, 'e2e_ms'))} | {_x(_ratio(row, 'e2e_speedup'))} | "
-            f"{_num(row.get('cold_start_s'), 2)} | {_num(row.get('peak_rss_mb'), 0)} | {_x(_ratio(row, 'rss_ratio'))} |"
-        )
-    return lines
+        lambda row: [
+            _ms(_p(row, "latency_ms")), _ms(_p(row, "latency_ms", "p95")), _x(_ratio(row, "latency_speedup")),
+            _ms(_p(row, "e2e_ms")), _x(_ratio(row, "e2e_speedup")), _num(row.get("cold_start_s"), 2),
+            _num(row.get("peak_rss_mb"), 0), _x(_ratio(row, "rss_ratio")),
+        ],
+    )
 
 
 def _batch_n_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = [
+    return _engine_table(
+        rows,
         "| Engine | Batch p50 (ms) | Batch p95 (ms) | Throughput (img/s) | vs torch | Peak RSS (MB) | RSS vs torch |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        if row["status"] != "ok":
-            lines.append(_failed(row, 7))
-            continue
-        lines.append(
-            f"| {_name(row)} | {_ms(_p(row, 'latency_ms'))} | {_ms(_p(row, 'latency_ms', 'p95'))} | "
-            f"{_num(row['throughput_ips'], 2)} | {_x(_ratio(row, 'throughput_ratio'))} | "
-            f"{_num(row.get('peak_rss_mb'), 0)} | {_x(_ratio(row, 'rss_ratio'))} |"
-        )
-    return lines
+        lambda row: [
+            _ms(_p(row, "latency_ms")), _ms(_p(row, "latency_ms", "p95")), _num(row["throughput_ips"], 2),
+            _x(_ratio(row, "throughput_ratio")), _num(row.get("peak_rss_mb"), 0), _x(_ratio(row, "rss_ratio")),
+        ],
+    )
 
 
 def _preprocess_table(rows: list[dict[str, Any]]) -> list[str]:
