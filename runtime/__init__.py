@@ -10,7 +10,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .detector import Detector
 from .errors import (
-    BatchError,
     BundleError,
     BundleFileMissingError,
     BundleMismatchError,
@@ -21,12 +20,13 @@ from .errors import (
     ImageError,
     ImageReadError,
     ImageTooLargeError,
+    ModelOutputError,
     UnsupportedBundleError,
     UnsupportedInputError,
 )
 from .images import DEFAULT_MAX_PIXELS
 from .preprocess import PreprocessConfig
-from .results import Failure, Prediction
+from .results import BatchError, Failure, Prediction
 
 try:
     __version__ = version("deepfake-edge")
@@ -48,6 +48,7 @@ __all__ = [
     "ImageError",
     "ImageReadError",
     "ImageTooLargeError",
+    "ModelOutputError",
     "Prediction",
     "PreprocessConfig",
     "UnsupportedBundleError",

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .errors import ExtraNotInstalledError, ImageError
+from .errors import ImageError
+from .extras import require_extra
 
 if TYPE_CHECKING:
     from .detector import Detector
 
-__all__ = ["DESCRIPTION", "TITLE", "build_demo", "classify_function", "import_gradio"]
+__all__ = ["DESCRIPTION", "TITLE", "build_demo", "classify_function"]
 
 TITLE = "Deepfake Detector"
 DESCRIPTION = (
@@ -31,14 +32,12 @@ DESCRIPTION = (
 )
 
 
-def import_gradio() -> Any:
-    """``import gradio``, or ExtraNotInstalledError("demo", "gradio")."""
+def _import_gradio() -> Any:
+    require_extra("demo")
     # A demo on an appliance or laptop must not phone home.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        import gradio
-    except ImportError as exc:
-        raise ExtraNotInstalledError("demo", "gradio") from exc
+    import gradio
+
     return gradio
 
 
@@ -63,7 +62,7 @@ def build_demo(detector: Detector, *, title: str = TITLE, description: str = DES
 
     ``interface.fn`` is the classify function (tests call it without launching).
     """
-    gr = import_gradio()
+    gr = _import_gradio()
     classify = classify_function(detector)
 
     def classify_image(image: Image.Image | None) -> dict[str, float]:

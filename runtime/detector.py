@@ -10,18 +10,15 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle import CONFIG_NAME, PREPROCESSOR_NAME, Bundle
-from .errors import BatchError, BundleMismatchError, ImageError, UnsupportedBundleError
+from .errors import BundleMismatchError, ImageError, ModelOutputError, UnsupportedBundleError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input, load_rgb
-from .labels import decide, softmax
+from .labels import decisions, softmax
 from .manifest import Variant
 from .preprocess import preprocess
-from .results import Failure, Prediction
-from .session import ORT_ERRORS, create_session
+from .results import BatchError, Failure, Prediction
+from .session import INPUT_NAME, ORT_ERRORS, OUTPUT_NAME, create_session, run_logits
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "Detector"]
-
-INPUT_NAME = "pixel_values"
-OUTPUT_NAME = "logits"  # picked by name: other exports may add outputs
 
 
 def _inputs(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
@@ -151,44 +148,44 @@ class Detector:
                 f"but {model} outputs {width} logits"
             )
 
-    # -- the pipeline ------------------------------------------------------
-    def load_image(self, image: ImageInput, index: int = 0):  # noqa: ANN201 - PIL.Image.Image
-        """Decode one input to RGB, with this detector's pixel limit."""
-        return load_rgb(image, name=describe_source(image, index), max_pixels=self.max_pixels)
+    # -- the pipeline: decode -> logits -> results ------------------------------
+    def decode(self, image: ImageInput, index: int = 0, *, name: str | None = None) -> np.ndarray:
+        """One input -> the float32 CHW tensor the model receives (RGB, bit-exact preprocessing).
+
+        Applies this detector's pixel limit; raises an ``ImageError`` naming the input:
+        ``name`` if given (an upload's file name, a video frame), else its path or ``<bytes #index>``.
+        """
+        rgb = load_rgb(image, name=name or describe_source(image, index), max_pixels=self.max_pixels)
+        return preprocess(rgb, self.bundle.preprocess)
 
     def preprocess(self, images: ImageInput | Iterable[ImageInput]) -> np.ndarray:
-        """float32 NCHW: exactly the tensor the model receives. Raises ``ImageError`` on a bad input."""
-        items = _as_list(images)
-        tensors = [preprocess(self.load_image(img, i), self.bundle.preprocess) for i, img in enumerate(items)]
+        """float32 NCHW of every input (see :meth:`decode`). Raises ``ImageError`` on a bad input."""
+        tensors = [self.decode(img, i) for i, img in enumerate(_as_list(images))]
         cfg = self.bundle.preprocess
         if not tensors:
             return np.zeros((0, 3, cfg.height, cfg.width), np.float32)
         return np.stack(tensors)
 
     def logits(self, pixel_values: np.ndarray) -> np.ndarray:
-        """Run the model on an NCHW batch.
-
-        Dynamically quantized variants are run one image at a time, because their
-        activation scale is computed over the whole batch: batching would make an
-        image's result depend on its neighbours.
-        """
+        """Run the model on an NCHW batch (one image per run unless the variant is batch-invariant)."""
         if pixel_values.shape[0] == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        if self.variant.batch_invariant or pixel_values.shape[0] == 1:
-            return self.session.run([OUTPUT_NAME], {INPUT_NAME: pixel_values})[0]
-        return np.concatenate(
-            [self.session.run([OUTPUT_NAME], {INPUT_NAME: pixel_values[i : i + 1]})[0] for i in range(len(pixel_values))]
-        )
+        return run_logits(self.session, pixel_values, per_image=not self.variant.batch_invariant)
 
-    def _predictions(self, sources: list[str], pixel_values: np.ndarray) -> list[Prediction]:
-        probs = softmax(self.logits(pixel_values))
+    def results(self, sources: Sequence[str], logits: np.ndarray) -> list[Prediction | Failure]:
+        """Softmax and the decision rule over a batch of logits, one result per source.
+
+        A row with a non-finite logit (a damaged model) becomes a ``Failure``:
+        NaN is never reported as a score.
+        """
+        finite = np.isfinite(logits).all(axis=-1)
+        probs = softmax(np.where(finite[:, None], logits, 0.0))
+        ids = decisions(probs, self.labels, self.positive_label, self.threshold)
         return [
-            Prediction(
-                source=src,
-                label=decide(p, self.labels, self.positive_label, self.threshold),
-                scores={label: float(v) for label, v in zip(self.labels, p)},
-            )
-            for src, p in zip(sources, probs)
+            Prediction(source=src, label=self.labels[int(i)], scores=dict(zip(self.labels, map(float, p))))
+            if ok else Failure(source=src, error=ModelOutputError(src, "the model returned non-finite scores "
+                                                                  "(NaN or inf); its file may be damaged"))
+            for src, p, i, ok in zip(sources, probs, ids, finite)
         ]
 
     def iter_predict(
@@ -206,7 +203,7 @@ class Detector:
         tensors: list[np.ndarray] = []
 
         def flush() -> Iterator[Prediction | Failure]:
-            done = iter(self._predictions(sources, np.stack(tensors))) if tensors else iter(())
+            done = iter(self.results(sources, self.logits(np.stack(tensors)))) if tensors else iter(())
             for slot in pending:
                 yield slot if slot is not None else next(done)
             pending.clear()
@@ -216,7 +213,7 @@ class Detector:
         for index, image in enumerate(items):
             name = describe_source(image, index)
             try:
-                tensor = preprocess(self.load_image(image, index), self.bundle.preprocess)
+                tensor = self.decode(image, index)
             except ImageError as exc:
                 pending.append(Failure(source=name, error=exc))
                 continue

@@ -14,7 +14,8 @@ working for callers who do not know this package)::
     │   ├── ChecksumMismatchError              a file differs from its manifest sha256
     │   ├── UnsupportedBundleError             unknown format version / processor type
     │   └── BundleMismatchError                files that disagree with each other
-    ├── BatchError                             ``predict(on_error="raise")`` had failures;
+    ├── ModelOutputError (ArithmeticError)     the model gave NaN/inf scores for an input
+    ├── BatchError (in ``results``)            ``predict(on_error="raise")`` had failures;
     │                                          carries every result, nothing is lost
     └── ExtraNotInstalledError (ImportError)   an optional extra is missing
 
@@ -23,14 +24,7 @@ Messages name the input or file and say what was expected.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .results import Failure, Prediction
-
 __all__ = [
-    "BatchError",
     "BundleError",
     "BundleFileMissingError",
     "BundleMismatchError",
@@ -41,6 +35,7 @@ __all__ = [
     "ImageError",
     "ImageReadError",
     "ImageTooLargeError",
+    "ModelOutputError",
     "UnsupportedBundleError",
     "UnsupportedInputError",
 ]
@@ -98,20 +93,13 @@ class BundleMismatchError(BundleError):
     """Bundle files disagree (e.g. label count vs. model output width)."""
 
 
-class BatchError(DeepfakeEdgeError):
-    """Some inputs of a ``predict`` call failed.
+class ModelOutputError(DeepfakeEdgeError, ArithmeticError):
+    """The model returned non-finite scores (NaN/inf) for an input: a damaged model file, typically
+    one loaded without verification. Reported as that input's failure, never printed as a score."""
 
-    Nothing is lost: ``results`` holds one entry per input, in order, each a
-    ``Prediction`` or a ``Failure``.
-    """
-
-    def __init__(self, results: Sequence[Prediction | Failure]) -> None:
-        from .results import Failure
-
-        self.results = list(results)
-        self.failures = [r for r in self.results if isinstance(r, Failure)]
-        first = self.failures[0].error if self.failures else None
-        super().__init__(f"{len(self.failures)} of {len(self.results)} inputs failed; first: {first}")
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
 
 
 class ExtraNotInstalledError(DeepfakeEdgeError, ImportError):

@@ -9,7 +9,7 @@ import numpy as np
 from .errors import BundleMismatchError
 from .jsonfile import read_json_object
 
-__all__ = ["decide", "read_labels", "softmax"]
+__all__ = ["decisions", "read_labels", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -38,13 +38,16 @@ def read_labels(path: Path) -> tuple[str, ...]:
     return labels
 
 
-def decide(probs: np.ndarray, labels: tuple[str, ...], positive: str | None, threshold: float | None) -> str:
-    """Argmax, unless a threshold is set: then ``positive`` wins iff P(positive) >= threshold."""
+def decisions(probs: np.ndarray, labels: tuple[str, ...], positive: str | None, threshold: float | None) -> np.ndarray:
+    """The decided label id of each row of ``probs`` (N x labels).
+
+    Argmax, unless a threshold is set: then ``positive`` wins iff P(positive) >= threshold,
+    and otherwise the most probable of the other labels.
+    """
+    probs = np.asarray(probs)
     if threshold is None or positive is None or positive not in labels:
-        return labels[int(np.argmax(probs))]
+        return probs.argmax(axis=-1)
     p = labels.index(positive)
-    if probs[p] >= threshold:
-        return positive
     rest = probs.copy()
-    rest[p] = -1.0
-    return labels[int(np.argmax(rest))]
+    rest[..., p] = -np.inf
+    return np.where(probs[..., p] >= threshold, p, rest.argmax(axis=-1))

@@ -1,18 +1,21 @@
-"""What ``Detector.predict`` returns for each input."""
+"""What the runtime returns for each input, and the error that carries a whole batch's results."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .errors import DeepfakeEdgeError
 
-__all__ = ["Failure", "Prediction"]
+__all__ = ["BatchError", "Failure", "Prediction"]
 
 
 @dataclass(frozen=True)
 class Prediction:
     """A classified input.
 
+    ``source`` names any input (a path, ``<bytes #3>``, a video frame); the JSON
+    form keeps the key ``path`` that ``deepfake-edge predict`` has always printed.
     ``scores`` maps every label to its probability (they sum to 1); ``label`` is
     the decision (argmax, or the bundle's/caller's threshold on the positive label).
     """
@@ -34,3 +37,17 @@ class Failure:
 
     def to_dict(self) -> dict[str, object]:
         return {"path": self.source, "error": type(self.error).__name__, "message": str(self.error)}
+
+
+class BatchError(DeepfakeEdgeError):
+    """Some inputs of a ``predict`` call failed.
+
+    Nothing is lost: ``results`` holds one entry per input, in order, each a
+    ``Prediction`` or a ``Failure``.
+    """
+
+    def __init__(self, results: Sequence[Prediction | Failure]) -> None:
+        self.results = list(results)
+        self.failures = [r for r in self.results if isinstance(r, Failure)]
+        first = self.failures[0].error if self.failures else None
+        super().__init__(f"{len(self.failures)} of {len(self.results)} inputs failed; first: {first}")

@@ -12,17 +12,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from .errors import BundleError, BundleFileMissingError
 from .extras import require_extra
 
-__all__ = ["BACKENDS", "DEFAULT_PROVIDERS", "ORT_ERRORS", "create_session", "default_threads", "require_backend"]
+__all__ = [
+    "BACKENDS", "DEFAULT_PROVIDERS", "INPUT_NAME", "ORT_ERRORS", "OUTPUT_NAME", "create_session", "default_threads",
+    "require_backend", "run_logits",
+]
+
+INPUT_NAME = "pixel_values"
+OUTPUT_NAME = "logits"  # picked by name: other exports may add outputs
 
 BACKENDS: tuple[str, ...] = ("onnxruntime", "openvino")
-# The optional extra each engine but onnxruntime (a base dependency) needs: {distribution: import names}.
-_BACKEND_EXTRAS: dict[str, dict[str, tuple[str, ...]]] = {"openvino": {"openvino": ("openvino",)}}
 
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 
@@ -52,8 +57,8 @@ _OPTIMIZATION = {
 
 def require_backend(backend: str) -> None:
     """Raise ``ExtraNotInstalledError`` (naming the pip extra) when ``backend``'s engine is not installed."""
-    if backend in _BACKEND_EXTRAS:
-        require_extra(backend, _BACKEND_EXTRAS[backend])
+    if backend != "onnxruntime":  # a base dependency; every other engine is the extra of its name
+        require_extra(backend)
 
 
 def create_session(
@@ -94,3 +99,17 @@ def create_session(
         return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except ORT_ERRORS as exc:
         raise BundleError(f"{path}: onnxruntime cannot load this model ({type(exc).__name__}: {exc})") from exc
+
+
+def run_logits(session: Any, pixel_values: np.ndarray, *, per_image: bool) -> np.ndarray:
+    """The model's logits for an NCHW batch: the one place that runs a session.
+
+    ``per_image`` runs one image per call. Dynamically quantized variants need it:
+    their activation scale is computed over the whole input, so batching would
+    make an image's result depend on its neighbours. ``pixel_values`` must hold at least one image.
+    """
+    if not per_image or pixel_values.shape[0] == 1:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: pixel_values})[0]
+    return np.concatenate(
+        [session.run([OUTPUT_NAME], {INPUT_NAME: pixel_values[i : i + 1]})[0] for i in range(len(pixel_values))]
+    )

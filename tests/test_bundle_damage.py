@@ -291,6 +291,32 @@ def test_cli_reports_damaged_bundle(bundle_copy: Path, case: str, tmp_path: Path
         assert json.loads(skipped.stdout)["label"] in {"fake", "real"}
 
 
+def _nan_weights(path: Path) -> None:
+    """Write NaN over the largest fp32 weight: the graph still loads, every score turns NaN."""
+    onnx = pytest.importorskip("onnx", reason="locating weights needs the onnx package ([export] extra)")
+    model = onnx.load(str(path))
+    raw = max((i.raw_data for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT), key=len)
+    data = path.read_bytes()
+    offset = data.find(raw)
+    assert offset > 0
+    nan = np.full(len(raw) // 4, np.nan, np.float32).tobytes()
+    path.write_bytes(data[:offset] + nan + data[offset + len(raw):])
+
+
+def test_nan_scores_from_a_damaged_model_are_an_error_line(bundle_copy: Path, tmp_path: Path) -> None:
+    _nan_weights(bundle_copy / FP32)
+    image = tmp_path / "gray.png"
+    from PIL import Image
+
+    Image.new("L", (20, 30), 90).save(image)
+    proc = subprocess.run([*CLI, "predict", str(bundle_copy), str(image), "--variant", "fp32", "--no-verify",
+                           "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    line = json.loads(proc.stdout)  # strict JSON: a bare NaN would not parse with allow_nan=False below
+    json.dumps(line, allow_nan=False)
+    assert line["error"] == "ModelOutputError" and "non-finite" in line["message"] and line["path"] == str(image)
+
+
 # -- export is atomic: an interruption never leaves a bundle that looks whole -----------
 class Interrupted(Exception):
     """Stands for anything that stops an export half-way (a crash, a full disk, Ctrl-C)."""

@@ -384,6 +384,6 @@ def test_help_and_bad_arguments(binary_bundle: Path, labelled_dir: Path) -> None
     helped = _run("evaluate", "--help")
     assert helped.returncode == 0 and "--target-fpr" in helped.stdout and "--write-threshold" in helped.stdout
     bad = _run("evaluate", binary_bundle, labelled_dir, "--target-fpr", "2")
-    assert bad.returncode == 2 and "expected a number in [0, 1]" in bad.stderr
+    assert bad.returncode == 2 and "expected a number within [0, 1]" in bad.stderr
     unknown = _run("evaluate", binary_bundle, labelled_dir, "--variants", "fp32,fp16")
     assert unknown.returncode == 4 and "no variant 'fp16'" in unknown.stderr and "Traceback" not in unknown.stderr

@@ -20,8 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import BundleError, DeepfakeEdgeError, ExtraNotInstalledError
-
-EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MISSING_EXTRA, EXIT_BUNDLE = 0, 1, 2, 3, 4
+from .common import EXIT_BUNDLE, EXIT_INTERRUPTED, EXIT_MISSING_EXTRA
 
 SUBCOMMANDS: dict[str, str] = {
     "predict": "deepfake_edge.cli.predict",
@@ -67,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUNDLE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from ..extras import require_extra
+from .common import EXIT_INPUT_FAILED, EXIT_OK, count
 
 HELP = "compare latency, memory and install size against torch and Optimum (needs the [bench] extra)"
 DESCRIPTION = """\
@@ -24,23 +24,6 @@ random weights: speed only, labelled as such, no accuracy figures.
 Writes OUT/results.json, OUT/results.md and OUT/results.png (worker logs in OUT/logs).
 Needs: pip install 'deepfake-edge[bench]'  (install torch==2.13.0 CPU first)."""
 
-BENCH_REQUIREMENTS = {"torch": ("torch",), "transformers": ("transformers",),
-                      "optimum-onnx": ("optimum.onnxruntime",), "onnx": ("onnx",), "matplotlib": ("matplotlib",)}
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    """An argparse type for an integer >= ``minimum``; a bad value is a usage error (exit 2)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -54,17 +37,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--architecture", default=None, choices=("siglip-base-patch16-512", "tiny"),
                         help="random-weights architecture when no model is given (default: siglip-base-patch16-512)")
     how = parser.add_argument_group("how")
-    how.add_argument("--threads", type=_count(1), default=None,
+    how.add_argument("--threads", type=count(1), default=None,
                      help=f"threads for every engine (default: all usable cores, here {default_threads()})")
-    how.add_argument("--runs", type=_count(1), default=None,
+    how.add_argument("--runs", type=count(1), default=None,
                      help="timed batch-1 model-only runs per engine (default: 10)")
-    how.add_argument("--e2e-runs", type=_count(1), default=None,
+    how.add_argument("--e2e-runs", type=count(1), default=None,
                      help="timed end-to-end and preprocessing runs per engine (default: 5)")
-    how.add_argument("--batch-size", type=_count(2), default=None,
+    how.add_argument("--batch-size", type=count(2), default=None,
                      help="batch size for the throughput rows (default: 8)")
-    how.add_argument("--batch-runs", type=_count(1), default=None, help="timed batch runs per engine (default: 3)")
-    how.add_argument("--warmup", type=_count(0), default=None, help="untimed batch-1 runs per engine (default: 2)")
-    how.add_argument("--rounds", type=_count(1), default=None,
+    how.add_argument("--batch-runs", type=count(1), default=None, help="timed batch runs per engine (default: 3)")
+    how.add_argument("--warmup", type=count(0), default=None, help="untimed batch-1 runs per engine (default: 2)")
+    how.add_argument("--rounds", type=count(1), default=None,
                      help="interleaved rounds the runs are split into (default: 5)")
     how.add_argument("--quick", action="store_true",
                      help="tiny random model and few runs: a smoke test that finishes in well under a minute")
@@ -80,7 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    require_extra("bench", BENCH_REQUIREMENTS)
+    require_extra("bench")
     from ..benchmarks.bench import BenchOptions, run_bench
     from ..benchmarks.report import RESULTS_MD
 
@@ -96,4 +79,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"results: {options.out_dir.resolve()}/results.json, results.md, results.png "
           f"({results['elapsed_s']:.0f} s)", file=sys.stderr)
     failed = [r for r in results["rows"] if r["status"] != "ok"]
-    return 1 if any(r["baseline"] or r["engine"] == "deepfake-edge" for r in failed) else 0
+    return EXIT_INPUT_FAILED if any(r["baseline"] or r["engine"] == "deepfake-edge" for r in failed) else EXIT_OK

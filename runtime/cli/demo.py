@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from .common import EXIT_OK, add_bundle_argument, add_detector_options, load_detector, port
 
 HELP = "run the model card's Gradio demo on the ONNX runtime (needs [demo])"
 DESCRIPTION = """\
@@ -13,20 +14,18 @@ default; nothing is shared publicly. For appliances use 'deepfake-edge serve'.""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory written by 'deepfake-edge export'")
+    add_bundle_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7860, help="TCP port (default: 7860)")
-    parser.add_argument("--variant", help="bundle variant (default: the manifest's default, usually int8)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
-    parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model file")
+    parser.add_argument("--port", type=port, default=7860, help="TCP port (default: 7860)")
+    add_detector_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import build_demo, import_gradio
+    from ..extras import require_extra
 
-    import_gradio()  # ExtraNotInstalledError -> exit 3, before the model is loaded
-    from ..detector import Detector
+    require_extra("demo")  # ExtraNotInstalledError -> exit 3, before the model is loaded
+    from ..demo import build_demo
 
-    detector = Detector.load(args.bundle, args.variant, threads=args.threads, verify=not args.no_verify)
+    detector = load_detector(args)
     build_demo(detector).launch(server_name=args.host, server_port=args.port, share=False, show_error=True)
-    return 0
+    return EXIT_OK

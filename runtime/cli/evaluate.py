@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE
+from .common import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, add_bundle_argument, count, names, positive_int, probability
 
 if TYPE_CHECKING:
     from ..evaluate import Evaluation
@@ -36,31 +36,14 @@ or no threshold could be written; 2 bad arguments or data folder; 4 bundle unusa
 DEFAULT_OUT = Path("evaluation")
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
-def _names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected comma-separated variant names, e.g. fp32,int8")
-    return names
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     from ..images import DEFAULT_MAX_PIXELS
 
-    parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory written by 'deepfake-edge export'")
+    add_bundle_argument(parser)
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder with one sub-folder per label")
-    parser.add_argument("--variants", type=_names, default=None, metavar="V1,V2",
+    parser.add_argument("--variants", type=names, default=None, metavar="V1,V2",
                         help="variants to evaluate, e.g. fp32,int8 (default: all; fp32 is the reference)")
-    parser.add_argument("--target-fpr", type=_fraction, default=0.01, metavar="F",
+    parser.add_argument("--target-fpr", type=probability, default=0.01, metavar="F",
                         help="largest acceptable share of non-fake images flagged fake (default: 0.01)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                         help=f"folder for report.json and roc.png (default: ./{DEFAULT_OUT})")
@@ -68,11 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="store the chosen threshold in BUNDLE/manifest.json (predict and serve then use it)")
     parser.add_argument("--threshold-variant", metavar="NAME",
                         help="with --write-threshold: the variant whose scores choose it (default: the bundle's default variant)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per model call (default: 8)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images declaring more pixels (default: {DEFAULT_MAX_PIXELS:,})")
-    parser.add_argument("--show", type=int, default=20, metavar="N",
+    parser.add_argument("--show", type=count(0), default=20, metavar="N",
                         help="list at most N images per listing on the terminal, -1 for all (default: 20)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw roc.png")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model files")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..extras import require_extra
+from .common import EXIT_OK
 
 HELP = "export a SigLIP classifier to a quantized ONNX bundle (needs the [export] extra)"
 DESCRIPTION = """\
@@ -36,8 +37,6 @@ Fidelity budget (gated int8 recipes, measured on the calibration images):
 Needs: pip install 'deepfake-edge[export]'  (install torch==2.13.0 CPU first)."""
 
 DEFAULT_MODEL = "prithivMLmods/deepfake-detector-model-v1"
-EXPORT_REQUIREMENTS = {"torch": ("torch",), "transformers": ("transformers",),
-                       "optimum-onnx": ("optimum.exporters.onnx",), "onnx": ("onnx",)}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    require_extra("export", EXPORT_REQUIREMENTS)
+    require_extra("export")
     from ..export import FidelityBudget, export_bundle
     from ..export.logs import quiet_third_party_logs
 
@@ -81,4 +80,4 @@ def run(args: argparse.Namespace) -> int:
                   revision=args.revision, atol=args.atol, overwrite=args.overwrite,
                   calibration_dir=args.calibration, calibration_limit=args.calibration_limit,
                   budget=budget, strict=args.strict, tune=not args.fast, keep_fp32=args.int8_keep_fp32)
-    return 0
+    return EXIT_OK

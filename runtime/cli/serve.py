@@ -6,10 +6,19 @@ import argparse
 import ipaddress
 import logging
 import sys
-from pathlib import Path
 
-from ..images import DEFAULT_MAX_PIXELS
 from ..serve.config import ServeConfig
+from .common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_bundle_argument,
+    add_detector_options,
+    load_detector,
+    non_negative_float,
+    port,
+    positive_float,
+    positive_int,
+)
 
 HELP = "run the HTTP API, browser page and Prometheus metrics (needs [serve])"
 DESCRIPTION = """\
@@ -29,33 +38,27 @@ stop accepting, let in-flight requests finish, then exit."""
 
 def configure(parser: argparse.ArgumentParser) -> None:
     d = ServeConfig()
-    parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory written by 'deepfake-edge export'")
+    add_bundle_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    parser.add_argument("--variant", help="bundle variant (default: the manifest's default, usually int8)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="label 'fake' when P(fake) >= T, otherwise argmax (default: the bundle's threshold)")
-    parser.add_argument("--max-batch", type=int, default=d.max_batch, help=f"images per model call (default: {d.max_batch})")
-    parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+    parser.add_argument("--port", type=port, default=8000, help="TCP port (default: 8000)")
+    add_detector_options(parser)
+    parser.add_argument("--max-batch", type=positive_int, default=d.max_batch, help=f"images per model call (default: {d.max_batch})")
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=d.max_wait_ms,
                         help=f"how long an idle model waits to fill a batch (default: {d.max_wait_ms:g})")
-    parser.add_argument("--max-queue", type=int, default=d.max_queue,
+    parser.add_argument("--max-queue", type=positive_int, default=d.max_queue,
                         help=f"images in flight before 503 (default: {d.max_queue})")
-    parser.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+    parser.add_argument("--max-body-bytes", type=positive_int, default=d.max_body_bytes,
                         help=f"largest request body (default: {d.max_body_bytes:,})")
-    parser.add_argument("--max-batch-items", type=int, default=d.max_batch_items,
+    parser.add_argument("--max-batch-items", type=positive_int, default=d.max_batch_items,
                         help=f"most images in one batch request (default: {d.max_batch_items})")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help=f"refuse images declaring more pixels (default: {DEFAULT_MAX_PIXELS:,})")
-    parser.add_argument("--timeout", type=float, default=d.timeout_s,
+    parser.add_argument("--timeout", type=positive_float, default=d.timeout_s,
                         help=f"per-request deadline in seconds, then 504 (default: {d.timeout_s:g})")
-    parser.add_argument("--read-timeout", type=float, default=d.read_timeout_s,
+    parser.add_argument("--read-timeout", type=positive_float, default=d.read_timeout_s,
                         help=f"seconds allowed to upload a body, then 408 (default: {d.read_timeout_s:g})")
-    parser.add_argument("--decode-workers", type=int, default=d.decode_workers,
+    parser.add_argument("--decode-workers", type=positive_int, default=d.decode_workers,
                         help=f"threads decoding uploads (default: {d.decode_workers})")
-    parser.add_argument("--max-connections", type=int, default=512,
+    parser.add_argument("--max-connections", type=positive_int, default=512,
                         help="open connections before uvicorn answers 503 (default: 512)")
-    parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model file")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="log level of the JSON logs on stderr (default: info)")
 
@@ -70,17 +73,13 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..serve import require_extra
+    from ..extras import require_extra
 
-    require_extra()  # ExtraNotInstalledError -> exit 3 with the pip hint
-    from ..detector import Detector
+    require_extra("serve")  # ExtraNotInstalledError -> exit 3 with the pip hint
     from ..serve.accesslog import configure_json_logging
     from ..serve.app import create_app
     from ..serve.server import serve
 
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        print("deepfake-edge serve: --threshold must be within [0, 1]", file=sys.stderr)
-        return 2
     try:
         config = ServeConfig(
             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
@@ -89,12 +88,11 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         print(f"deepfake-edge serve: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     level = getattr(logging, args.log_level.upper())
     configure_json_logging(level)
     log = logging.getLogger("deepfake_edge.serve")
-    detector = Detector.load(args.bundle, args.variant, threads=args.threads, verify=not args.no_verify,
-                             threshold=args.threshold, max_pixels=args.max_pixels)
+    detector = load_detector(args)
     if not _is_loopback(args.host):
         log.warning("binding to %s: the API has no authentication; put it behind your own network controls",
                     args.host, extra={"fields": {"event": "non_loopback_bind", "host": args.host}})
@@ -106,4 +104,4 @@ def run(args: argparse.Namespace) -> int:
     serve(create_app(detector, config), host=args.host, port=args.port, log_level=args.log_level,
           # in-flight requests get their full deadline (plus upload time) to finish on shutdown
           graceful_timeout_s=config.timeout_s + 5, max_connections=args.max_connections)
-    return 0
+    return EXIT_OK

@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from ..errors import DeepfakeEdgeError
+from ..paths import image_suffixes
 
-__all__ = ["DatasetError", "LabelledDataset", "LabelledImage", "image_suffixes", "scan_labelled_folder"]
+__all__ = ["DatasetError", "LabelledDataset", "LabelledImage", "scan_labelled_folder"]
 
 
 class DatasetError(DeepfakeEdgeError, ValueError):
@@ -54,12 +53,6 @@ class LabelledDataset:
         for item in self.images:
             counts[item.label] += 1
         return counts
-
-
-def image_suffixes() -> frozenset[str]:
-    """Lower-case file suffixes PIL can open (``.jpg``, ``.png``, ``.webp``, ...)."""
-    Image.init()  # registers every plugin's extensions
-    return frozenset(ext.lower() for ext in Image.registered_extensions())
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..detector import Detector
 from ..images import DEFAULT_MAX_PIXELS
-from ..labels import decide
+from ..labels import decisions
 from .dataset import DatasetError, LabelledDataset, scan_labelled_folder
 from .metrics import (
     ClassificationReport,
@@ -111,12 +111,6 @@ class Evaluation:
         return self.labels.index(self.positive_label) if self.positive_label in self.labels else None
 
 
-def _predict_ids(probs: np.ndarray, labels: tuple[str, ...], positive: str | None, threshold: float | None) -> np.ndarray:
-    # The runtime's own decision rule, so the report describes what `predict` answers.
-    index = {label: i for i, label in enumerate(labels)}
-    return np.array([index[decide(row, labels, positive, threshold)] for row in probs], dtype=np.int64)
-
-
 def _compare(name: str, reference: str, predicted: Mapping[str, np.ndarray], dp: Mapping[str, np.ndarray],
              paths: Sequence[str]) -> VariantComparison:
     diff = np.abs(dp[name] - dp[reference])
@@ -164,7 +158,8 @@ def evaluate_scores(
     dp: dict[str, np.ndarray] = {}
     for name in names:
         probs = scored.probs[name]
-        predicted[name] = _predict_ids(probs, labels, positive_label, decision_threshold)
+        # the runtime's own decision rule, so the report describes what `predict` answers
+        predicted[name] = decisions(probs, labels, positive_label, decision_threshold).astype(np.int64)
         dp[name] = probs[:, pos] if pos is not None else probs
         roc = auc = point = None
         if has_both and pos is not None:

@@ -47,7 +47,7 @@ def _batches(
     tensors: list[np.ndarray] = []
     for item in progress(images, total=len(images), desc="evaluating", enabled=show_progress):
         try:
-            tensor = reference.preprocess(item.path)[0]
+            tensor = reference.decode(item.path)
         except ImageError as exc:
             failures.append(Failure(source=str(item.path), error=exc))
             continue

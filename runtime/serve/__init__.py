@@ -15,30 +15,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ..extras import require_extra as _require
+from ..extras import require_extra
 from .config import ServeConfig
 
 if TYPE_CHECKING:
     from .app import create_app
     from .server import ServerThread, serve
 
-__all__ = ["ServeConfig", "ServerThread", "create_app", "require_extra", "serve"]
+__all__ = ["ServeConfig", "ServerThread", "create_app", "serve"]
 
 _LAZY = {"create_app": ".app", "serve": ".server", "ServerThread": ".server"}
-# distribution -> the import names that provide it; python-multipart is
-# ``python_multipart`` from 0.0.13 on and ``multipart`` before.
-EXTRA_MODULES = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",),
-                 "python-multipart": ("python_multipart", "multipart"), "prometheus-client": ("prometheus_client",)}
-
-
-
-def require_extra() -> None:
-    """Raise ``ExtraNotInstalledError("serve", ...)`` naming the first missing dependency."""
-    _require("serve", EXTRA_MODULES)
 
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    require_extra()
+    require_extra("serve")
     return getattr(importlib.import_module(_LAZY[name], __name__), name)

@@ -4,9 +4,9 @@ Request path of one image::
 
     event loop: check media type -> stream the body (size cap, read timeout)
              -> admission (bounded queue, else 503)
-    decode pool (threads): load_rgb + preprocess -> CHW tensor
+    decode pool (threads): Detector.decode -> CHW tensor
     model thread (DynamicBatcher): stack with concurrent requests -> one model call
-    event loop: softmax + decision -> JSON
+    event loop: Detector.results (softmax + decision) -> JSON
 
 The event loop never decodes or runs the model, so ``/healthz`` keeps
 answering while the model is busy or the queue is full.
@@ -15,6 +15,7 @@ answering while the model is busy or the queue is full.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -28,51 +29,33 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..detector import Detector
 from ..errors import ImageError
-from ..images import load_rgb
-from ..labels import decide, softmax
-from ..preprocess import preprocess
+from ..results import Failure
 from ..session import ORT_ERRORS
 from .accesslog import AccessLogMiddleware
 from .batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher
 from .config import ServeConfig
-from .limits import Admission, LimitedBody, ServiceError, image_error, within_read_timeout
+from .limits import Admission, ServiceError, image_error
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from .schemas import BATCH_BODY, ERROR_RESPONSES, SINGLE_BODY, BatchItem, Classification, Health, ServiceInfo
+from .uploads import RAW_MEDIA_TYPES, media_type, read_parts, read_single
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("deepfake_edge.serve")
 
 STATIC_DIR = Path(__file__).with_name("static")
-RAW_MEDIA_TYPES = ("image/*", "application/octet-stream")
-RAW_SOURCE = "<request body>"
-# Parts per multipart body we are willing to parse before counting images;
-# the body-size cap bounds the work anyway.
-_MAX_PARTS = 10_000
-_MAX_NAME = 200  # file names are echoed back and logged: keep them short
-
 # The page loads nothing from elsewhere; the CSP makes the browser enforce it.
 _PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-def _is_raw_image(media: str) -> bool:
-    return media.startswith("image/") or media == "application/octet-stream"
 
 
 def _model_name(detector: Detector) -> str | None:
@@ -155,14 +138,6 @@ class _Service:
             raise ServiceError(503, "not_ready", f"the service is {state.replace('_', ' ')}",
                                retry_after=self.config.retry_after_s)
 
-    def _body(self, request: Request) -> LimitedBody:
-        declared = request.headers.get("content-length")
-        try:
-            length = int(declared) if declared is not None else None
-        except ValueError:
-            length = None  # the HTTP layer has already rejected malformed framing
-        return LimitedBody(request.stream(), declared=length, limit=self.config.max_body_bytes)
-
     @contextmanager
     def _admitted(self, n: int) -> Iterator[None]:
         if not self.admission.try_acquire(n):
@@ -176,41 +151,19 @@ class _Service:
         finally:
             self.admission.release(n)
 
-    async def _parse_multipart(self, request: Request, body: LimitedBody) -> list[tuple[str, bytes]]:
-        """The file parts of a multipart body, as (file name, bytes), in order."""
-        parser = MultiPartParser(request.headers, body.chunks(), max_files=_MAX_PARTS, max_fields=_MAX_PARTS)
-        try:
-            form = await parser.parse()
-        except MultiPartException as exc:
-            raise ServiceError(400, "bad_request", f"malformed multipart/form-data body: {exc.message}") from exc
-        try:
-            files: list[tuple[str, bytes]] = []
-            for index, (field, value) in enumerate(form.multi_items()):
-                if isinstance(value, UploadFile):
-                    files.append(((value.filename or f"<part {index}>")[:_MAX_NAME], await value.read()))
-                elif field in ("file", "files", "image", "images"):
-                    raise ServiceError(400, "bad_request",
-                                       f"part {field!r} has no filename: send the image as a file upload")
-            return files
-        finally:
-            await form.close()
-
     async def _within_deadline(self, work: Awaitable[Any]) -> Any:
         try:
             return await asyncio.wait_for(work, self.config.timeout_s)
         except (asyncio.TimeoutError, TimeoutError) as exc:  # distinct types before Python 3.11
             raise ServiceError(504, "timeout", f"no answer within the per-request timeout of {self.config.timeout_s:g} s") from exc
 
-    def _decode(self, data: bytes, source: str) -> np.ndarray:
-        image = load_rgb(data, name=source, max_pixels=self.detector.max_pixels)
-        return preprocess(image, self.detector.bundle.preprocess)
-
     async def _classify_image(self, data: bytes, source: str, deadline: float) -> dict[str, Any]:
         """Decode in the pool, run in a batch; raises ImageError or ServiceError."""
         assert self.batcher is not None and self.pool is not None  # set by start()
         started = time.perf_counter()
         try:
-            tensor = await asyncio.get_running_loop().run_in_executor(self.pool, self._decode, data, source)
+            decode = functools.partial(self.detector.decode, data, name=source)
+            tensor = await asyncio.get_running_loop().run_in_executor(self.pool, decode)
         except ImageError as exc:
             self.metrics.images.labels(image_error(exc).code).inc()
             raise
@@ -224,12 +177,14 @@ class _Service:
         except ORT_ERRORS as exc:
             self.metrics.images.labels("model_error").inc()
             raise ServiceError(500, "model_error", f"{source}: the model failed ({type(exc).__name__}: {exc})") from exc
-        probs = softmax(logits[None])[0]
-        labels = self.detector.labels
+        result = self.detector.results([source], logits[None])[0]
+        if isinstance(result, Failure):
+            self.metrics.images.labels("model_error").inc()
+            raise ServiceError(500, "model_error", str(result.error))
         self.metrics.images.labels("ok").inc()
         return {
-            "label": decide(probs, labels, self.detector.positive_label, self.detector.threshold),
-            "scores": {label: float(p) for label, p in zip(labels, probs)},
+            "label": result.label,
+            "scores": result.scores,
             "variant": self.detector.variant_name,
             "model": self.model_name,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -257,22 +212,8 @@ class _Service:
 
     async def classify(self, request: Request) -> dict[str, Any]:
         self._require_ready()
-        media = _media_type(request)
-        if media == "multipart/form-data":
-            body = self._body(request)
-            parts = await within_read_timeout(self._parse_multipart(request, body), body, self.config.read_timeout_s)
-            if len(parts) != 1:
-                raise ServiceError(400, "bad_request", f"expected exactly one file part, got {len(parts)}; "
-                                   "use /v1/classify/batch for several images")
-            source, data = parts[0]
-        elif _is_raw_image(media):
-            body = self._body(request)
-            data = await within_read_timeout(body.read(), body, self.config.read_timeout_s)
-            source = RAW_SOURCE
-        else:
-            raise ServiceError(415, "unsupported_media_type",
-                               f"Content-Type {media or '(none)'!r} is not accepted; send the image as the body "
-                               f"(image/*, application/octet-stream) or as a multipart/form-data file part")
+        source, data = await read_single(request, self.config, raw_prefix="image", what="image",
+                                         hint="; use /v1/classify/batch for several images")
         with self._admitted(1):
             try:
                 result: dict[str, Any] = await self._within_deadline(
@@ -284,13 +225,12 @@ class _Service:
 
     async def classify_batch(self, request: Request) -> list[dict[str, Any]]:
         self._require_ready()
-        media = _media_type(request)
+        media = media_type(request)
         if media != "multipart/form-data":
             raise ServiceError(415, "unsupported_media_type",
                                f"Content-Type {media or '(none)'!r} is not accepted; send the images as "
                                "multipart/form-data file parts")
-        body = self._body(request)
-        parts = await within_read_timeout(self._parse_multipart(request, body), body, self.config.read_timeout_s)
+        parts = await read_parts(request, self.config)
         if not parts:
             raise ServiceError(400, "bad_request", "no file parts: send each image as a multipart file part named 'files'")
         if len(parts) > self.config.max_batch_items:

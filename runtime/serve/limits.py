@@ -17,17 +17,11 @@ Status codes (documented in the README):
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
 
 from ..errors import ImageError, ImageTooLargeError
 
-__all__ = ["Admission", "LimitedBody", "ServiceError", "image_error", "within_read_timeout"]
-
-T = TypeVar("T")
-
+__all__ = ["Admission", "ServiceError", "image_error"]
 
 class ServiceError(Exception):
     """A request the service refuses, with the HTTP answer to give."""
@@ -86,46 +80,3 @@ class Admission:
     def release(self, n: int = 1) -> None:
         with self._lock:
             self._in_flight -= n
-
-
-class LimitedBody:
-    """A request body stream that is refused (413) as soon as it exceeds ``limit`` bytes.
-
-    ``declared`` is the Content-Length (None for a chunked body); a body that
-    declares too much is refused before a byte is read. A client that
-    disconnects makes the source raise (Starlette's ``ClientDisconnect``).
-    """
-
-    def __init__(self, source: AsyncIterator[bytes], *, declared: int | None, limit: int) -> None:
-        if declared is not None and declared > limit:
-            raise ServiceError(
-                413, "body_too_large", f"request body of {declared:,} bytes is over the limit of {limit:,} bytes"
-            )
-        self._source = source
-        self.limit = limit
-        self.received = 0
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._source:
-            self.received += len(chunk)
-            if self.received > self.limit:
-                raise ServiceError(413, "body_too_large", f"request body is over the limit of {self.limit:,} bytes")
-            yield chunk
-
-    async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
-
-
-async def within_read_timeout(work: Awaitable[T], body: LimitedBody, timeout_s: float) -> T:
-    """Await ``work`` (which consumes ``body``); 408 if the upload takes longer than ``timeout_s``.
-
-    This bounds the whole upload, so a client trickling bytes cannot hold a
-    connection's resources indefinitely.
-    """
-    try:
-        return await asyncio.wait_for(work, timeout_s)
-    except asyncio.TimeoutError as exc:  # TimeoutError itself from Python 3.11 on
-        raise ServiceError(
-            408, "read_timeout",
-            f"the request body did not arrive within {timeout_s:g} s ({body.received:,} bytes received)",
-        ) from exc

@@ -1,0 +1,124 @@
+"""What every subcommand shares: exit codes, argument types and the detector options.
+
+An argument type raises ``argparse.ArgumentTypeError``, which argparse turns
+into a usage error (exit 2) that names the option and the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..images import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    from ..detector import Detector
+
+__all__ = [
+    "EXIT_BUNDLE", "EXIT_INPUT_FAILED", "EXIT_INTERRUPTED", "EXIT_MISSING_EXTRA", "EXIT_OK", "EXIT_USAGE",
+    "add_bundle_argument", "add_detector_options", "count", "load_detector", "names", "non_negative_float", "port", "positive_float",
+    "positive_int", "probability",
+]
+
+EXIT_OK = 0
+EXIT_INPUT_FAILED = 1  # some inputs failed; all others were still reported
+EXIT_USAGE = 2
+EXIT_MISSING_EXTRA = 3  # the message says which extra to install
+EXIT_BUNDLE = 4  # the bundle or model is unusable, or the export/validation failed
+EXIT_INTERRUPTED = 130
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """An argument type for an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = count(1)
+
+
+def port(text: str) -> int:
+    value = count(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text}")
+    return value
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated list of names, e.g. variants: ``fp32,int8``."""
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return items
+
+
+def add_bundle_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory written by 'deepfake-edge export'")
+
+
+def add_detector_options(parser: argparse.ArgumentParser, *, threshold: bool = True, max_pixels: bool = True) -> None:
+    """--variant, --threads, [--threshold], [--max-pixels], --no-verify: how a bundle is loaded."""
+    parser.add_argument("--variant", help="bundle variant (default: the manifest's default, usually int8)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="onnxruntime intra-op threads (default: all cores)")
+    if threshold:
+        parser.add_argument(
+            "--threshold", type=probability, default=None,
+            help="label the positive label ('fake') when its P >= T, otherwise argmax "
+                 "(default: the bundle's threshold, else argmax)",
+        )
+    if max_pixels:
+        parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                            help=f"refuse images declaring more pixels (default: {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model file")
+
+
+def load_detector(args: argparse.Namespace) -> Detector:
+    """``Detector.load`` with the options of :func:`add_detector_options`."""
+    from ..detector import Detector
+
+    return Detector.load(args.bundle, args.variant, threads=args.threads, verify=not args.no_verify,
+                         threshold=getattr(args, "threshold", None),
+                         max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))
