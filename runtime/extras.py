@@ -24,7 +24,8 @@ EXTRAS: dict[str, dict[str, tuple[str, ...]]] = {
               "onnx": ("onnx",), "matplotlib": ("matplotlib",)},
     # python-multipart is ``python_multipart`` from 0.0.13 on and ``multipart`` before.
     "serve": {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",),
-              "python-multipart": ("python_multipart", "multipart"), "prometheus-client": ("prometheus_client",)},
+              "python-multipart": ("python_multipart", "multipart"), "prometheus-client": ("prometheus_client",),
+              "fastapi-offline": ("fastapi_offline",)},
     "demo": {"gradio": ("gradio",)},
     "openvino": {"openvino": ("openvino",)},
     "video": {"av": ("av",)},

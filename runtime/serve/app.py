@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -288,7 +289,8 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
         finally:
             await service.stop()
 
-    app = FastAPI(
+    # Appliances have no internet: /docs and /redoc load their assets from this server.
+    app = FastAPIOffline(
         title="deepfake-edge",
         version=__version__,
         description=(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 import uvicorn
@@ -43,8 +44,22 @@ def uvicorn_config(
 
 
 def serve(app: Any, **kwargs: Any) -> None:
-    """Serve ``app`` in the foreground until SIGINT/SIGTERM (keyword arguments as :func:`uvicorn_config`)."""
-    uvicorn.Server(uvicorn_config(app, **kwargs)).run()
+    """Serve ``app`` in the foreground until SIGINT/SIGTERM (keyword arguments as :func:`uvicorn_config`).
+
+    Returns normally after a graceful shutdown, so the process exits 0. uvicorn
+    re-raises the stop signal once it is done, to the handler that was in place
+    before it started: a no-op here, instead of the default that kills with -15.
+    """
+    previous = {sig: signal.signal(sig, _graceful_stop_done) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(uvicorn_config(app, **kwargs)).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _graceful_stop_done(_sig: int, _frame: FrameType | None) -> None:
+    """The shutdown this signal asked for has already happened."""
 
 
 class ServerThread:
