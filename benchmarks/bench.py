@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from deepfake_edge.bundle import Bundle
+from deepfake_edge.progress import StepProgress
 from deepfake_edge.session import default_threads
 
-from .display import StepProgress
 from .footprint import measure_stacks
 from .inputs import BenchInputs, make_inputs
 from .machine import describe_machine, load_average
