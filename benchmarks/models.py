@@ -44,7 +44,7 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    # The seed model's vision tower (shared/notes/MEASUREMENTS.md: ~93.5 M parameters, 1024 tokens).
+    # The seed model's vision tower: about 93.5 M parameters, 1024 tokens.
     "siglip-base-patch16-512": Architecture("siglip-base-patch16-512", 768, 12, 12, 3072, 16, 512),
     # For --quick / CI smoke runs: same graph structure, seconds to export and run.
     "tiny": Architecture("tiny", 64, 2, 4, 128, 16, 64),

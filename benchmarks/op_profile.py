@@ -1,8 +1,7 @@
 """Per-operator time of an ONNX model under onnxruntime's profiler.
 
 Answers "where do the milliseconds go" for a variant: the profile is the
-evidence behind each graph pass we keep (MEASUREMENTS.md's 600 ms breakdown
-came from the same profiler).
+evidence behind each graph pass we keep.
 """
 
 from __future__ import annotations
