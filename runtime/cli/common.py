@@ -56,34 +56,24 @@ def port(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+def _float_in(expected: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argument type for a float that ``ok`` accepts; the message says what was ``expected``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):  # comparisons with nan are false: nan is refused too
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text}")
-    return value
+positive_float = _float_in("a positive number", lambda v: 0 < v < math.inf)
+non_negative_float = _float_in("a number >= 0", lambda v: 0 <= v < math.inf)
+probability = _float_in("a number within [0, 1]", lambda v: 0.0 <= v <= 1.0)
 
 
 def names(text: str) -> list[str]:
