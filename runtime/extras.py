@@ -30,7 +30,7 @@ EXTRAS: dict[str, dict[str, tuple[str, ...]]] = {
     "openvino": {"openvino": ("openvino",)},
     "video": {"av": ("av",)},
     "mqtt": {"paho-mqtt": ("paho.mqtt",)},
-    "ray": {"ray": ("ray",)},
+    "ray": {"ray": ("ray",), "pyarrow": ("pyarrow",)},
 }
 
 

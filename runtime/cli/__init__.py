@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "deepfake_edge.cli.demo",
     "bench": "deepfake_edge.cli.bench",
     "evaluate": "deepfake_edge.cli.evaluate",
+    "batch": "deepfake_edge.cli.batch",
 }
 
 

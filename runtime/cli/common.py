@@ -88,11 +88,13 @@ def add_bundle_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory written by 'deepfake-edge export'")
 
 
-def add_detector_options(parser: argparse.ArgumentParser, *, threshold: bool = True, max_pixels: bool = True) -> None:
-    """--variant, --threads, [--threshold], [--max-pixels], --no-verify: how a bundle is loaded."""
+def add_detector_options(parser: argparse.ArgumentParser, *, threshold: bool = True, max_pixels: bool = True,
+                         threads: bool = True, verify: bool = True) -> None:
+    """--variant, [--threads], [--threshold], [--max-pixels], [--no-verify]: how a bundle is loaded."""
     parser.add_argument("--variant", help="bundle variant (default: the manifest's default, usually int8)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="onnxruntime intra-op threads (default: all cores)")
+    if threads:
+        parser.add_argument("--threads", type=positive_int, default=None,
+                            help="onnxruntime intra-op threads (default: all cores)")
     if threshold:
         parser.add_argument(
             "--threshold", type=probability, default=None,
@@ -102,7 +104,8 @@ def add_detector_options(parser: argparse.ArgumentParser, *, threshold: bool = T
     if max_pixels:
         parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                             help=f"refuse images declaring more pixels (default: {DEFAULT_MAX_PIXELS:,})")
-    parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model file")
+    if verify:
+        parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model file")
 
 
 def load_detector(args: argparse.Namespace) -> Detector:
