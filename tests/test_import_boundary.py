@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("torch", "transformers", "optimum", "onnx", "tqdm", "openvino")  # openvino: only for int8-ov variants
+# openvino: only for int8-ov variants; ray and pyarrow: only for deepfake_edge.batch
+HEAVY = ("torch", "transformers", "optimum", "onnx", "tqdm", "openvino", "ray", "pyarrow")
 
 
 def test_import_and_predict_stay_light(binary_bundle: Path, photo_paths: list[Path]) -> None:
