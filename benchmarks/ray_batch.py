@@ -114,11 +114,11 @@ def render(result: dict[str, Any]) -> str:
     predict = next(v for k, v in rows.items() if k.startswith("predict"))
     lines = [
         f"Machine: {result['machine_line']} (shared with other jobs: absolute figures are noisy, ratios less so)",
-        f"Bundle: {result['bundle']} variant {result['variant']} ({result['weights']}); "
-        f"{result['images']} JPEGs {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}; median of {result['rounds']} rounds",
+        (f"Bundle: {result['bundle']} variant {result['variant']} ({result['weights']}); "
+        f"{result['images']} JPEGs {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}; median of {result['rounds']} rounds"),
         "",
-        f"| configuration | wall, {result['images']} images (s) | images/s (incl. start-up) "
-        "| steady images/s | start-up (s) | vs predict (steady) |",
+        (f"| configuration | wall, {result['images']} images (s) | images/s (incl. start-up) "
+        "| steady images/s | start-up (s) | vs predict (steady) |"),
         "|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
@@ -126,10 +126,10 @@ def render(result: dict[str, Any]) -> str:
                      f"{row['steady_images_per_s']:.2f} | {row['startup_s']:.1f} | "
                      f"{row['steady_images_per_s'] / predict['steady_images_per_s']:.2f}x |")
     overhead = result["ray_overhead"]
-    lines += ["", f"Ray's overhead (batch 1 x {result['cores']} vs predict, same threads): "
-                  f"{overhead['per_image_ms']:+.0f} ms per image, {overhead['startup_s']:+.1f} s start-up.",
-              "", f"Scale-out estimate for {ARCHIVE_IMAGES:,} images at {result['per_core_images_per_s']:.3f} "
-                  "images/s per core (best steady batch configuration; linear scaling assumed):", "",
+    lines += ["", (f"Ray's overhead (batch 1 x {result['cores']} vs predict, same threads): "
+                  f"{overhead['per_image_ms']:+.0f} ms per image, {overhead['startup_s']:+.1f} s start-up."),
+              "", (f"Scale-out estimate for {ARCHIVE_IMAGES:,} images at {result['per_core_images_per_s']:.3f} "
+                  "images/s per core (best steady batch configuration; linear scaling assumed):"), "",
               "| nodes x cores | hours | core-hours |", "|---|---|---|"]
     for row in result["scale_out"]:
         lines.append(f"| {row['nodes']} x {row['cores_per_node']} | {row['hours']:,.1f} | {row['core_hours']:,.0f} |")

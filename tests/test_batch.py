@@ -82,15 +82,22 @@ def test_manifests_and_globs(binary_bundle: Path, archive: tuple[Path, list[Path
 
     pq.write_table(pa.table({"path": [str(p) for p in listed[2:]], "other": [1, 2]}), parquet)
     glob = str(root / "nested" / "**" / "*.png")
+    uri = f"file://{root / 'nested' / 'deeper'}"  # a pyarrow filesystem URI: listed and read through pyarrow
     out = tmp_path / "out"
-    code = main(["batch", str(binary_bundle), str(text), str(parquet), glob, "--out", str(out),
+    code = main(["batch", str(binary_bundle), str(text), str(parquet), glob, uri, "--out", str(out),
                  "--address", ray_instance])
     assert code == EXIT_INPUT_FAILED
     globbed = sorted(p for p in (root / "nested").rglob("*.png"))
-    expected = list(dict.fromkeys([*listed, tmp_path / "missing.png", *globbed]))
-    rows = {r["path"]: r for r in OutputFolder(out).read().to_pylist()}
-    assert set(rows) == {str(p) for p in expected} and len(rows) == OutputFolder(out).read().num_rows
+    through_uri = sorted((root / "nested" / "deeper").iterdir())
+    expected = [str(p) for p in dict.fromkeys([*listed, tmp_path / "missing.png", *globbed])]
+    expected += [f"file://{p}" for p in through_uri]
+    table = OutputFolder(out).read()
+    rows = {r["path"]: r for r in table.to_pylist()}
+    assert set(rows) == set(expected) and len(rows) == table.num_rows
     assert rows[str(tmp_path / "missing.png")]["error"] == "ImageReadError"
+    reference = Detector.load(binary_bundle).predict([str(p) for p in through_uri])
+    for path, expected_result in zip(through_uri, reference):
+        assert rows[f"file://{path}"]["scores"] == pytest.approx(expected_result.scores, abs=1e-6)
 
 
 def test_refuses_a_used_out_folder_without_resume(binary_bundle: Path, archive: tuple[Path, list[Path]],
@@ -141,3 +148,18 @@ def test_resume_after_a_killed_run(binary_bundle: Path, tmp_path: Path, photo_pa
     assert sorted(paths) == inputs, "no duplicates, nothing missing"
     assert not list(out.glob(".tmp-*"))
     assert pq.ParquetDataset(out).read().num_rows == len(inputs)  # the folder reads as one dataset
+
+
+def test_bundle_materialises_once_per_node_and_is_checked(binary_bundle: Path, tmp_path: Path) -> None:
+    from deepfake_edge.batch.shipping import materialise, pack_bundle
+    from deepfake_edge.errors import ChecksumMismatchError
+
+    payload = pack_bundle(binary_bundle)
+    first = materialise(payload, tmp_path)
+    assert materialise(payload, tmp_path) == first  # the second actor on a node reuses the folder
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging copies left behind
+    assert Detector.load(first, payload.variant).variant == Detector.load(binary_bundle).variant
+    model = first / Detector.load(binary_bundle).variant.file
+    model.write_bytes(model.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ChecksumMismatchError, match=str(model)):
+        materialise(payload, tmp_path)

@@ -44,11 +44,15 @@ def result_schema(labels: Sequence[str]) -> pa.Schema:
     ])
 
 
-def default_actors(cpus_per_actor: int) -> int:
-    """As many actors as the connected cluster's CPUs allow at ``cpus_per_actor`` each (at least one)."""
+def default_actors(cpus_per_actor: int, *, spare_cpus: int = 1) -> int:
+    """As many actors as the cluster's CPUs allow at ``cpus_per_actor`` each, after ``spare_cpus`` (at least one).
+
+    The spare CPU is for upstream read tasks: an actor pool holding every CPU
+    would leave them none, and the pipeline would wait forever for input.
+    """
     import ray
 
-    return max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_actor)
+    return max(1, (int(ray.cluster_resources().get("CPU", 1)) - spare_cpus) // cpus_per_actor)
 
 
 def _read_uri(uri: str) -> bytes:
@@ -133,8 +137,10 @@ def classify_dataset(
     include_paths=True)``); without them each actor reads the path itself.
     The bundle is read here, on the driver, and shipped through the object
     store, so the workers need no access to ``bundle``. ``actors`` defaults to
-    as many as the cluster's CPUs allow at ``cpus_per_actor`` each; each actor
-    runs onnxruntime with ``cpus_per_actor`` intra-op threads.
+    as many as the cluster's CPUs allow at ``cpus_per_actor`` each, leaving
+    one CPU for the tasks that read ``ds``; each actor reserves
+    ``cpus_per_actor`` CPUs and runs onnxruntime with that many intra-op
+    threads (inter-op 1), so actors never oversubscribe a node.
     """
     import ray
 

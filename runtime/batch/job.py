@@ -80,8 +80,9 @@ def run_job(
     if todo:
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        # The input is an in-memory list of paths (no read tasks), so the actors may take every CPU.
         # More actors than batches would only load the model to idle (and Ray warns).
-        actors = min(actors or default_actors(cpus_per_actor), math.ceil(len(todo) / batch_size))
+        actors = min(actors or default_actors(cpus_per_actor, spare_cpus=0), math.ceil(len(todo) / batch_size))
         rows = max(batch_size, math.ceil(len(todo) / _TARGET_BLOCKS / batch_size) * batch_size)
         ds = ray.data.from_arrow([pa.table({"path": todo[i:i + rows]}) for i in range(0, len(todo), rows)])
         results = classify_dataset(ds, Path(bundle), variant=variant, threshold=threshold, actors=actors,
