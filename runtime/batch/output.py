@@ -8,6 +8,7 @@ so a killed run leaves only whole files, each listing its paths exactly once.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -33,7 +34,7 @@ class WriteStats:
 class OutputFolder:
     """A local folder of ``part-*.parquet`` files sharing one schema."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
 
     def parts(self) -> list[Path]:
