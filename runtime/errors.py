@@ -14,6 +14,10 @@ working for callers who do not know this package)::
     │   ├── ChecksumMismatchError              a file differs from its manifest sha256
     │   ├── UnsupportedBundleError             unknown format version / processor type
     │   └── BundleMismatchError                files that disagree with each other
+    ├── VideoSourceError (ValueError)          a video file or stream could not be (fully) read
+    │   ├── VideoOpenError (OSError)           missing file, unreachable host, refused connection
+    │   ├── VideoDecodeError                   not a video, no video stream, no frames, corrupt/truncated
+    │   └── VideoTimeoutError (TimeoutError)   no data within the open or read timeout
     ├── ModelOutputError (ArithmeticError)     the model gave NaN/inf scores for an input
     ├── BatchError (in ``results``)            ``predict(on_error="raise")`` had failures;
     │                                          carries every result, nothing is lost
@@ -38,6 +42,10 @@ __all__ = [
     "ModelOutputError",
     "UnsupportedBundleError",
     "UnsupportedInputError",
+    "VideoDecodeError",
+    "VideoOpenError",
+    "VideoSourceError",
+    "VideoTimeoutError",
 ]
 
 
@@ -91,6 +99,30 @@ class UnsupportedBundleError(BundleError):
 
 class BundleMismatchError(BundleError):
     """Bundle files disagree (e.g. label count vs. model output width)."""
+
+
+class VideoSourceError(DeepfakeEdgeError, ValueError):
+    """A video source (file, URL or device) could not be opened or broke while being read.
+
+    ``source`` is the path or URL as given.
+    """
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+        self.reason = message
+
+
+class VideoOpenError(VideoSourceError, OSError):
+    """The source could not be opened: a missing file, an unreachable host, a refused connection."""
+
+
+class VideoDecodeError(VideoSourceError):
+    """The data is not a usable video: not a container, no video stream, no frames, corrupt or truncated."""
+
+
+class VideoTimeoutError(VideoSourceError, TimeoutError):
+    """The source sent nothing within the open or read timeout."""
 
 
 class ModelOutputError(DeepfakeEdgeError, ArithmeticError):

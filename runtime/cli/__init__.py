@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "bench": "deepfake_edge.cli.bench",
     "evaluate": "deepfake_edge.cli.evaluate",
     "batch": "deepfake_edge.cli.batch",
+    "scan": "deepfake_edge.cli.scan",
 }
 
 

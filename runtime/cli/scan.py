@@ -1,0 +1,121 @@
+"""``deepfake-edge scan``: classify sampled frames of videos and streams, JSON lines on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .common import (
+    EXIT_INPUT_FAILED,
+    EXIT_OK,
+    add_bundle_argument,
+    add_detector_options,
+    load_detector,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+
+if TYPE_CHECKING:
+    from ..video import ScanItem, ScanOptions
+
+HELP = "classify sampled frames of video files and streams (JSON lines on stdout)"
+DESCRIPTION = """\
+Classify video files, folders of videos (searched recursively) and streams FFmpeg
+reads (rtsp://, http(s)://, udp://, tcp://, /dev/videoN). Needs the [video] extra.
+Frames are sampled by presentation time (--fps a second of video) and each goes
+through exactly the image path. Prints JSON lines:
+  {"source": ..., "time": 12.0, "label": "fake", "scores": {...}}         a sampled frame
+  {"source": ..., "frames": 30, "duration": 30.0, "label": "fake",
+   "score": 0.91, "aggregate": "mean", "segments": [{"start", "end",
+   "frames", "max_score", "mean_score"}, ...]}                            each source, at its end
+  {"source": ..., "error": "VideoDecodeError", "message": ...}            a source that failed
+Frames classified before a source broke stay reported. Rotation metadata is
+applied as the ffmpeg command line does. The exit code is 1 if any source failed."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from ..video.aggregate import AGGREGATES
+
+    add_bundle_argument(parser)
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="video files, folders, or stream URLs")
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--fps", type=positive_float, default=1.0,
+                          help="sampled frames per second of video time (default: 1)")
+    sampling.add_argument("--keyframes", action="store_true",
+                          help="decode only keyframes, at most --fps a second: the fastest scan of long files")
+    sampling.add_argument("--start", type=non_negative_float, default=0.0, help="skip to this time, in s (default: 0)")
+    sampling.add_argument("--duration", type=positive_float, default=None, help="scan at most this many s of video")
+    sampling.add_argument("--max-frames", type=positive_int, default=None, help="stop each source after N sampled frames")
+    sampling.add_argument("--decoder-threads", type=positive_int, default=1,
+                          help="FFmpeg decoding threads per source (default: 1, leaving the cores to the model)")
+    sampling.add_argument("--timeout", type=positive_float, default=10.0,
+                          help="give up on a source that opens or sends nothing for this many s (default: 10)")
+    add_detector_options(parser)
+    verdict = parser.add_argument_group("per-video verdict")
+    verdict.add_argument("--aggregate", choices=sorted(AGGREGATES), default="mean",
+                         help="'mean': mean P(positive) over sampled frames (DeepfakeBench); 'confident': the DFDC "
+                              "winner's rule, the mean of confident frames when enough agree (default: mean)")
+    verdict.add_argument("--min-segment", type=non_negative_float, default=0.0,
+                         help="report runs of frames at or over the threshold lasting at least this many s "
+                              "(default: 0, every run)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def scan_options(args: argparse.Namespace) -> ScanOptions:
+    """The command line's options as the Python API's."""
+    from ..video import Sampling, ScanOptions
+
+    sampling = Sampling(fps=args.fps, keyframes=args.keyframes, start=args.start, duration=args.duration,
+                        max_frames=args.max_frames, decoder_threads=args.decoder_threads,
+                        open_timeout_s=args.timeout, read_timeout_s=args.timeout)
+    return ScanOptions(sampling=sampling, aggregate=args.aggregate, min_segment=args.min_segment)
+
+
+def expand_sources(sources: list[str]) -> Iterator[str]:
+    """URLs and devices as given; files as given; folders expanded to their videos, recursively."""
+    from ..paths import expand_paths
+    from ..video.frames import VIDEO_SUFFIXES, is_url
+
+    for source in sources:
+        if is_url(source):
+            yield source  # never through Path, which would fold 'rtsp://' into 'rtsp:/'
+        else:
+            yield from map(str, expand_paths([source], VIDEO_SUFFIXES, recursive=True))
+
+
+def print_item(item: ScanItem) -> None:
+    print(json.dumps(item.to_dict()), flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..extras import require_extra
+
+    require_extra("video")
+    from ..progress import progress
+    from ..video import VideoError, scan
+    from ..video.frames import expected_samples, is_url
+
+    options = scan_options(args)
+    detector = load_detector(args)
+    sources = list(expand_sources(args.sources))
+    if not sources:
+        print("deepfake-edge scan: no video files found", file=sys.stderr)
+        return EXIT_INPUT_FAILED
+    failed = 0
+    for source in sources:
+        show = not args.no_progress and not is_url(source)
+        expected = expected_samples(source, options.sampling) if show else None
+        items = scan(detector, source, options)
+        # total + 1: the summary line is the last item
+        for item in progress(items, total=None if expected is None else expected + 1, desc=source,
+                             enabled=show, unit="frame"):
+            failed += isinstance(item, VideoError)
+            print_item(item)
+    if failed:
+        print(f"deepfake-edge scan: {failed} of {len(sources)} sources failed", file=sys.stderr)
+        return EXIT_INPUT_FAILED
+    return EXIT_OK

@@ -1,0 +1,399 @@
+"""Video sources read with PyAV (FFmpeg): decoded frames with their times, and the sampled ones as RGB images.
+
+A source is a file path, a URL FFmpeg reads (``rtsp://``, ``http(s)://``, ``udp://``, ...)
+or a capture device (``/dev/video0``). :class:`VideoReader` opens it with timeouts and
+yields every decoded frame with its time; :func:`sample_frames` keeps the frames due
+at ``fps`` and converts only those to RGB. Frames in between are decoded (the codec
+needs them) but never converted.
+
+Times are seconds from the start of the video, from each frame's presentation
+timestamp (pts), so variable-frame-rate video is sampled evenly in time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from ..errors import (
+    ImageTooLargeError,
+    VideoDecodeError,
+    VideoOpenError,
+    VideoSourceError,
+    VideoTimeoutError,
+)
+from ..extras import require_extra
+from ..images import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    import av.container
+    import av.video.frame
+    import av.video.stream
+
+__all__ = [
+    "URL_SCHEMES", "VIDEO_SUFFIXES", "Sampling", "TimeSampler", "VideoReader", "autorotate", "expected_samples", "frame_name", "is_url", "sample_frames",
+]
+
+#: File suffixes treated as video when a folder is expanded.
+VIDEO_SUFFIXES = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv",
+    ".3gp", ".ogv", ".y4m",
+})
+#: Sources that are passed to FFmpeg as they are, never checked as local files.
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+# A frame time within this of a sampling tick counts as on the tick (pts are rationals; floats are not).
+_TICK_EPSILON = 1e-6
+
+
+def frame_name(source: str, time_s: float) -> str:
+    """How errors name one frame of a source: ``clip.mp4@12.500s``."""
+    return f"{source}@{time_s:.3f}s"
+
+
+def is_url(source: str) -> bool:
+    """True for a network URL FFmpeg opens itself (not a local file or device)."""
+    return source.lower().startswith(URL_SCHEMES)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames of a source are classified, and how long to wait for it.
+
+    ``fps``: sampled frames per second of video time. ``keyframes``: decode only
+    keyframes (the decoder skips the others; still at most ``fps`` of them a second).
+    ``start``/``duration``: the span scanned, in seconds of video time.
+    ``max_frames``: stop after that many sampled frames. ``decoder_threads``: FFmpeg's
+    decoding threads, kept low so decoding does not starve the model.
+    ``open_timeout_s``/``read_timeout_s``: FFmpeg gives up on a silent source after these.
+    """
+
+    fps: float = 1.0
+    keyframes: bool = False
+    start: float = 0.0
+    duration: float | None = None
+    max_frames: int | None = None
+    decoder_threads: int = 1
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "fps": self.fps > 0 and math.isfinite(self.fps),
+            "start": self.start >= 0 and math.isfinite(self.start),
+            "duration": self.duration is None or (self.duration > 0 and math.isfinite(self.duration)),
+            "max_frames": self.max_frames is None or self.max_frames >= 1,
+            "decoder_threads": self.decoder_threads >= 1,
+            "open_timeout_s": self.open_timeout_s > 0,
+            "read_timeout_s": self.read_timeout_s > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid sampling options {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
+
+    @property
+    def end(self) -> float:
+        return math.inf if self.duration is None else self.start + self.duration
+
+
+class TimeSampler:
+    """Keeps the first frame at or after each tick ``start, start + 1/fps, ...``.
+
+    Ticks that fall between two frames are not made up: a frame is kept at most
+    once, and the next tick is the first one after it, so a gap in the video
+    (variable frame rate, dropped frames) never yields a burst of samples.
+    """
+
+    def __init__(self, fps: float, start: float = 0.0) -> None:
+        self.step = 1.0 / fps
+        self.start = start
+        self.next = start
+
+    def take(self, time_s: float) -> bool:
+        if time_s + _TICK_EPSILON < self.next:
+            return False
+        ticks = math.floor((time_s - self.start) / self.step + _TICK_EPSILON) + 1
+        self.next = self.start + max(ticks, 1) * self.step
+        return True
+
+
+# ffmpeg's command line (fftools, autorotate on by default) turns the display matrix into
+# filters: theta = -round(av_display_rotation_get(m)), normalised to [0, 360), then
+#   90: transpose=clock, or cclock_flip if m[3] > 0;   270: transpose=cclock, or clock_flip if m[3] < 0;
+#   180: hflip if m[0] < 0, vflip if m[4] < 0;          0: vflip if m[4] < 0;   other: rotate=theta.
+# The transposes and flips only move pixels, so applying them to the RGB image gives the same pixels.
+_CLOCK, _CCLOCK = Image.Transpose.ROTATE_270, Image.Transpose.ROTATE_90  # PIL's angles are counter-clockwise
+_CLOCK_FLIP, _CCLOCK_FLIP = Image.Transpose.TRANSVERSE, Image.Transpose.TRANSPOSE
+_HFLIP, _VFLIP = Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM
+
+
+def _display_matrix(frame: av.video.frame.VideoFrame) -> tuple[int, ...] | None:
+    data = frame.side_data.get("DISPLAYMATRIX")
+    if data is None:
+        return None
+    raw = bytes(data)
+    return tuple(int.from_bytes(raw[i:i + 4], "little", signed=True) for i in range(0, 36, 4))
+
+
+def _theta(matrix: tuple[int, ...]) -> float:
+    """fftools' get_rotation: the clockwise rotation in [0, 360) that displays the frame upright."""
+    # av_display_rotation_get: the counter-clockwise angle of the 16.16 fixed-point matrix
+    scale0, scale1 = math.hypot(matrix[0], matrix[3]), math.hypot(matrix[1], matrix[4])
+    if scale0 == 0 or scale1 == 0:
+        return math.nan  # a degenerate matrix: ffmpeg applies nothing
+    ccw = -math.degrees(math.atan2(matrix[1] / scale1, matrix[0] / scale0))
+    theta = -round(ccw)
+    return theta - 360 * math.floor(theta / 360 + 0.9 / 360)
+
+
+def autorotate(image: Image.Image, matrix: tuple[int, ...] | None) -> Image.Image:
+    """``image`` as ffmpeg's command line would show it, given the frame's display matrix (or None)."""
+    theta = math.nan if matrix is None else _theta(matrix)
+    if matrix is None or math.isnan(theta):
+        return image
+    if abs(theta - 90) < 1:
+        steps = [_CCLOCK_FLIP if matrix[3] > 0 else _CLOCK]
+    elif abs(theta - 180) < 1:
+        steps = [s for s, flip in ((_HFLIP, matrix[0] < 0), (_VFLIP, matrix[4] < 0)) if flip]
+    elif abs(theta - 270) < 1:
+        steps = [_CLOCK_FLIP if matrix[3] < 0 else _CCLOCK]
+    elif abs(theta) > 1:
+        # ffmpeg's rotate filter: same size, bilinear, black corners. PIL's angle is counter-clockwise.
+        return image.rotate(-theta, resample=Image.Resampling.BILINEAR, expand=False, fillcolor=(0, 0, 0))
+    else:
+        steps = [_VFLIP] if matrix[4] < 0 else []
+    for step in steps:
+        image = image.transpose(step)
+    return image
+
+
+def _check_local(source: str) -> None:
+    """Refuse, before FFmpeg blocks on it, a path that is missing, a folder, empty, or a FIFO/socket.
+
+    Character devices (``/dev/video0``) are FFmpeg's to open.
+    """
+    try:
+        info = os.stat(source)
+    except FileNotFoundError as exc:
+        raise VideoOpenError(source, "no such file") from exc
+    except OSError as exc:
+        raise VideoOpenError(source, f"cannot read file ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise VideoOpenError(source, "is a directory, not a video file")
+    if stat.S_ISCHR(info.st_mode):
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise VideoOpenError(source, "is not a regular file (a FIFO or socket), refused")
+    if info.st_size == 0:
+        raise VideoDecodeError(source, "empty file (0 bytes)")
+
+
+def _read_error(source: str, exc: Exception, *, what: str, timeout_s: float) -> VideoSourceError:
+    """An FFmpeg error as ours. FFmpeg reports its interrupt (our timeout) as "exit requested"."""
+    import av
+
+    if isinstance(exc, (av.error.ExitError, TimeoutError)):
+        return VideoTimeoutError(source, f"no data within the {what} timeout of {timeout_s:g} s")
+    if isinstance(exc, av.error.InvalidDataError):
+        return VideoDecodeError(source, f"{'not a recognised video format' if what == 'open' else 'corrupt data'} "
+                                        f"({exc.strerror or exc})")
+    if isinstance(exc, av.error.FFmpegError) and what != "open":
+        return VideoDecodeError(source, f"the source broke ({exc.strerror or exc})")
+    return VideoOpenError(source, f"cannot open ({getattr(exc, 'strerror', None) or exc})")
+
+
+class VideoReader:
+    """One opened source: :meth:`frames` decodes, :meth:`image` converts the frames you keep.
+
+    Raises a ``VideoSourceError`` naming the source (or ``ExtraNotInstalledError`` without
+    the [video] extra). Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, source: str, sampling: Sampling = Sampling(), *, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        require_extra("video")
+        import av
+
+        self.source = source
+        self.sampling = sampling
+        self.max_pixels = max_pixels
+        self.position = 0.0  # end (s) of the last frame decoded: how much video has been seen
+        self.decoded = 0  # frames decoded so far
+        if not is_url(source):
+            _check_local(source)
+        options = {"rtsp_transport": "tcp"} if source.lower().startswith(("rtsp://", "rtsps://")) else {}
+        try:
+            self._container: av.container.InputContainer = av.open(
+                source, timeout=(sampling.open_timeout_s, sampling.read_timeout_s), options=options)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise _read_error(source, exc, what="open", timeout_s=sampling.open_timeout_s) from exc
+        try:
+            self.stream = self._video_stream()
+        except VideoSourceError:
+            self._container.close()
+            raise
+        # pts of time 0: the stream's start time, else (live streams) the first frame's pts
+        self._origin: int | None = self.stream.start_time
+
+    def _video_stream(self) -> av.video.stream.VideoStream:
+        streams = self._container.streams
+        if not streams.video:
+            kinds = sorted({s.type for s in streams}) or ["nothing"]
+            raise VideoDecodeError(self.source, f"has no video stream (it holds {', '.join(kinds)})")
+        stream = streams.video[0]
+        ctx = stream.codec_context
+        if ctx is None:
+            raise VideoDecodeError(self.source, f"no decoder for its video codec {stream.codec.name!r}")
+        self._check_size(ctx.width, ctx.height, self.source)
+        ctx.thread_count = self.sampling.decoder_threads
+        ctx.thread_type = "AUTO" if self.sampling.decoder_threads > 1 else "SLICE"
+        if self.sampling.keyframes:
+            ctx.skip_frame = "NONKEY"
+        return stream
+
+    def _check_size(self, width: int, height: int, name: str) -> None:
+        if self.max_pixels is not None and width * height > self.max_pixels:
+            raise ImageTooLargeError(name, f"frames of {width}x{height} = {width * height:,} pixels are over "
+                                           f"the limit of {self.max_pixels:,}")
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def declared_duration(self) -> float | None:
+        """Seconds of video the container declares (None if it does not say, as live streams)."""
+        stream = self.stream
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if len(self._container.streams) == 1 and self._container.duration is not None:
+            return self._container.duration / 1_000_000
+        return None
+
+    @property
+    def frame_interval(self) -> float:
+        """Seconds between frames at the stream's average rate (0 if unknown)."""
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        return float(1 / rate) if rate else 0.0
+
+    def _seconds(self, pts: int) -> float:
+        assert self._origin is not None
+        return float((pts - self._origin) * self.stream.time_base) if self.stream.time_base is not None else 0.0
+
+    def _seek(self, start: float, origin: int) -> None:
+        import av
+
+        assert self.stream.time_base is not None
+        try:
+            self._container.seek(origin + int(start / self.stream.time_base), stream=self.stream, backward=True)
+        except (av.error.FFmpegError, OSError):
+            pass  # not seekable (a live stream, a pipe): frames before start are decoded and skipped
+
+    def frames(self) -> Iterator[tuple[float, Any]]:
+        """Every decoded frame from ``start`` to ``start + duration``, as (time in s, ``av.VideoFrame``).
+
+        A frame without a pts (the first frames of an RTSP session) gets the previous frame's
+        time plus one frame interval. Raises ``VideoSourceError`` when the source breaks or
+        goes silent; at the end of a file whose data stops well before its declared
+        duration, raises ``VideoDecodeError`` (truncated).
+        """
+        import av
+
+        sampling = self.sampling
+        if sampling.start > 0 and self._origin is not None:
+            self._seek(sampling.start, self._origin)
+        last: float | None = None
+        try:
+            for packet in self._container.demux(self.stream):
+                # Packets count towards the video seen even when the decoder skips their frames (--keyframes).
+                if packet.pts is not None and self._origin is not None:
+                    self.position = max(self.position, self._seconds(packet.pts + (packet.duration or 0)))
+                for frame in packet.decode():
+                    pts = frame.pts if frame.pts is not None else frame.dts
+                    if pts is None:
+                        time_s = 0.0 if last is None else last + self.frame_interval
+                    else:
+                        self._origin = pts if self._origin is None else self._origin
+                        time_s = self._seconds(pts)
+                    last = time_s
+                    self.decoded += 1
+                    self.position = max(self.position, time_s + (
+                        self._seconds(self._origin + frame.duration) if frame.duration and self._origin is not None
+                        else self.frame_interval))
+                    if time_s >= sampling.end:
+                        return
+                    if time_s + _TICK_EPSILON >= sampling.start:
+                        yield time_s, frame
+        except (av.error.FFmpegError, OSError) as exc:
+            raise _read_error(self.source, exc, what="read", timeout_s=sampling.read_timeout_s) from exc
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        """A file that ends well before its declared duration was cut short (FFmpeg just stops)."""
+        if self.decoded == 0:
+            raise VideoDecodeError(self.source, "contains no video frames")
+        declared = self.declared_duration
+        if is_url(self.source) or declared is None:
+            return
+        slack = max(1.0, 3 * self.frame_interval)
+        if self.position < min(declared, self.sampling.end) - slack:
+            raise VideoDecodeError(self.source, f"truncated: frames stop at {self.position:.3f} s of a "
+                                                f"declared {declared:.3f} s")
+
+    def image(self, time_s: float, frame: Any) -> Image.Image:
+        """The frame as an upright RGB image (display matrix applied as ffmpeg does); checks the pixel limit."""
+        self._check_size(frame.width, frame.height, frame_name(self.source, time_s))
+        return autorotate(frame.to_image(), _display_matrix(frame))
+
+    def samples(self) -> Iterator[tuple[float, Image.Image]]:
+        """(time in s, upright RGB image) of each sampled frame; only those are converted.
+
+        Raises ``VideoSourceError`` after yielding every frame sampled before the damage,
+        and ``ImageTooLargeError`` for a frame over ``max_pixels``.
+        """
+        sampler = TimeSampler(self.sampling.fps, self.sampling.start)
+        count = 0
+        for time_s, frame in self.frames():
+            if sampler.take(time_s):
+                yield time_s, self.image(time_s, frame)
+                count += 1
+                if self.sampling.max_frames is not None and count >= self.sampling.max_frames:
+                    return
+
+
+def sample_frames(
+    source: str, sampling: Sampling = Sampling(), *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Iterator[tuple[float, Image.Image]]:
+    """(time in s, upright RGB image) of each sampled frame of ``source`` (see :meth:`VideoReader.samples`)."""
+    with VideoReader(source, sampling, max_pixels=max_pixels) as reader:
+        yield from reader.samples()
+
+
+def expected_samples(source: str, sampling: Sampling = Sampling()) -> int | None:
+    """How many frames :func:`sample_frames` should yield for a file (reads only its header), for a progress bar.
+
+    None when unknown: a URL, ``--keyframes``, no declared duration, or a file that cannot be opened
+    (the scan itself reports why).
+    """
+    if is_url(source) or sampling.keyframes:
+        return None
+    try:
+        with VideoReader(source, sampling, max_pixels=None) as reader:
+            declared = reader.declared_duration
+    except VideoSourceError:
+        return None
+    if declared is None:
+        return None
+    span = min(declared, sampling.end) - sampling.start
+    count = max(0, math.ceil(span * sampling.fps - _TICK_EPSILON))
+    return count if sampling.max_frames is None else min(count, sampling.max_frames)
