@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import av.video.stream
 
 __all__ = [
-    "URL_SCHEMES", "VIDEO_SUFFIXES", "Sampling", "TimeSampler", "VideoReader", "autorotate", "expected_samples", "frame_name", "is_url", "sample_frames",
+    "URL_SCHEMES", "VIDEO_SUFFIXES", "Sampling", "TimeSampler", "VideoReader", "autorotate", "display_matrix", "expected_samples", "frame_name", "is_url", "sample_frames",
 ]
 
 #: File suffixes treated as video when a folder is expanded.
@@ -133,12 +133,25 @@ _CLOCK_FLIP, _CCLOCK_FLIP = Image.Transpose.TRANSVERSE, Image.Transpose.TRANSPOS
 _HFLIP, _VFLIP = Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM
 
 
-def _display_matrix(frame: av.video.frame.VideoFrame) -> tuple[int, ...] | None:
-    data = frame.side_data.get("DISPLAYMATRIX")
-    if data is None:
-        return None
-    raw = bytes(data)
-    return tuple(int.from_bytes(raw[i:i + 4], "little", signed=True) for i in range(0, 36, 4))
+def display_matrix(degrees: float) -> tuple[int, ...]:
+    """The 16.16 fixed-point matrix rotating ``degrees`` counter-clockwise, as FFmpeg's
+    ``av_display_rotation_set(m, -degrees)`` writes it (that function's angle is clockwise)."""
+    radians = math.radians(degrees)
+    c, s = math.cos(radians), math.sin(radians)
+    fixed = [round(v * (1 << 16)) for v in (c, -s, 0, s, c, 0)]
+    return (*fixed, 0, 0, 1 << 30)
+
+
+def _frame_matrix(frame: Any) -> tuple[int, ...] | None:
+    """The frame's display matrix, rebuilt from its rotation.
+
+    PyAV 18 exposes the raw matrix only through ``frame.side_data``, whose container forms a
+    reference cycle with the frame that crashes the garbage collector (seen as a segfault
+    on PNG and H.264 frames), so only ``frame.rotation`` is read: rotations are exact, a
+    mirrored matrix is taken as its rotation part.
+    """
+    degrees = frame.rotation
+    return display_matrix(degrees) if degrees else None
 
 
 def _theta(matrix: tuple[int, ...]) -> float:
@@ -200,6 +213,8 @@ def _read_error(source: str, exc: Exception, *, what: str, timeout_s: float) -> 
 
     if isinstance(exc, (av.error.ExitError, TimeoutError)):
         return VideoTimeoutError(source, f"no data within the {what} timeout of {timeout_s:g} s")
+    if isinstance(exc, EOFError) and what == "open":
+        return VideoDecodeError(source, "ends before any video data (an empty or cut-off container)")
     if isinstance(exc, av.error.InvalidDataError):
         return VideoDecodeError(source, f"{'not a recognised video format' if what == 'open' else 'corrupt data'} "
                                         f"({exc.strerror or exc})")
@@ -243,8 +258,9 @@ class VideoReader:
     def _video_stream(self) -> av.video.stream.VideoStream:
         streams = self._container.streams
         if not streams.video:
-            kinds = sorted({s.type for s in streams}) or ["nothing"]
-            raise VideoDecodeError(self.source, f"has no video stream (it holds {', '.join(kinds)})")
+            kinds = sorted({s.type for s in streams})
+            held = f"only {' and '.join(kinds)}" if kinds else "no streams at all"
+            raise VideoDecodeError(self.source, f"has no video stream (it holds {held})")
         stream = streams.video[0]
         ctx = stream.codec_context
         if ctx is None:
@@ -353,7 +369,7 @@ class VideoReader:
     def image(self, time_s: float, frame: Any) -> Image.Image:
         """The frame as an upright RGB image (display matrix applied as ffmpeg does); checks the pixel limit."""
         self._check_size(frame.width, frame.height, frame_name(self.source, time_s))
-        return autorotate(frame.to_image(), _display_matrix(frame))
+        return autorotate(frame.to_image(), _frame_matrix(frame))
 
     def samples(self) -> Iterator[tuple[float, Image.Image]]:
         """(time in s, upright RGB image) of each sampled frame; only those are converted.
