@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-# openvino: only for int8-ov variants; ray and pyarrow: only for deepfake_edge.batch
-HEAVY = ("torch", "transformers", "optimum", "onnx", "tqdm", "openvino", "ray", "pyarrow")
+# openvino: only for int8-ov variants; ray and pyarrow: only for deepfake_edge.batch; av: only for deepfake_edge.video
+HEAVY = ("torch", "transformers", "optimum", "onnx", "tqdm", "openvino", "ray", "pyarrow", "av")
 
 
 def test_import_and_predict_stay_light(binary_bundle: Path, photo_paths: list[Path]) -> None:

@@ -45,6 +45,7 @@ from .limits import Admission, ServiceError, image_error
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from .schemas import BATCH_BODY, ERROR_RESPONSES, SINGLE_BODY, BatchItem, Classification, Health, ServiceInfo
 from .uploads import RAW_MEDIA_TYPES, media_type, read_parts, read_single
+from .video import classify_video as classify_video_upload
 
 __all__ = ["create_app"]
 
@@ -324,6 +325,13 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
         A bad image gets an item with `error`, `type` and `message`; the others are still classified.
         """
         return await service.answer("batch", service.classify_batch, request)
+
+    @app.post("/v1/classify/video", responses=ERROR_RESPONSES, summary="Classify a video clip", tags=["classify"])
+    async def classify_video(request: Request) -> Response:
+        """Send the clip as the raw body (`Content-Type: video/...`) or as one multipart file part. Query:
+        `fps` (sampled frames per second of video, default 1), `aggregate` (`mean` or `confident`).
+        The answer has the clip's `summary` and its `frames`, as `deepfake-edge scan` prints them."""
+        return await service.answer("video", functools.partial(classify_video_upload, service), request)
 
     @app.get("/v1/info", response_model=ServiceInfo, summary="Model, labels and limits", tags=["service"])
     async def info() -> dict[str, Any]:

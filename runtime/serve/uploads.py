@@ -7,7 +7,11 @@ Nothing here decodes an image: this module only turns a request into
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import TypeVar
 
 from fastapi import Request
@@ -17,7 +21,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from .config import ServeConfig
 from .limits import ServiceError
 
-__all__ = ["RAW_MEDIA_TYPES", "RAW_SOURCE", "LimitedBody", "media_type", "read_parts", "read_single", "within_read_timeout"]
+__all__ = ["RAW_MEDIA_TYPES", "RAW_SOURCE", "LimitedBody", "media_type", "read_parts", "read_single", "spool_single",
+           "within_read_timeout"]
 
 T = TypeVar("T")
 
@@ -110,6 +115,13 @@ async def read_parts(request: Request, config: ServeConfig) -> list[tuple[str, b
     return await within_read_timeout(_parse_multipart(request, body), body, config.read_timeout_s)
 
 
+def _check_raw_media(media: str, raw_prefix: str, what: str) -> None:
+    if not (media.startswith(raw_prefix + "/") or media == "application/octet-stream"):
+        raise ServiceError(415, "unsupported_media_type",
+                           f"Content-Type {media or '(none)'!r} is not accepted; send the {what} as the body "
+                           f"({raw_prefix}/*, application/octet-stream) or as a multipart/form-data file part")
+
+
 async def read_single(
     request: Request, config: ServeConfig, *, raw_prefix: str, what: str, hint: str = ""
 ) -> tuple[str, bytes]:
@@ -120,9 +132,56 @@ async def read_single(
         if len(parts) != 1:
             raise ServiceError(400, "bad_request", f"expected exactly one file part, got {len(parts)}{hint}")
         return parts[0]
-    if media.startswith(raw_prefix + "/") or media == "application/octet-stream":
+    _check_raw_media(media, raw_prefix, what)
+    body = limited_body(request, config)
+    return RAW_SOURCE, await within_read_timeout(body.read(), body, config.read_timeout_s)
+
+
+async def _spool_raw(body: LimitedBody, path: Path) -> None:
+    with path.open("wb") as out:
+        async for chunk in body.chunks():
+            await asyncio.to_thread(out.write, chunk)
+
+
+async def _spool_multipart(request: Request, body: LimitedBody, path: Path, hint: str) -> str:
+    """The one file part, copied to ``path``; Starlette has already spooled it to disk past 1 MB."""
+    parser = MultiPartParser(request.headers, body.chunks(), max_files=_MAX_PARTS, max_fields=_MAX_PARTS)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise ServiceError(400, "bad_request", f"malformed multipart/form-data body: {exc.message}") from exc
+    try:
+        parts = [(i, v) for i, (_, v) in enumerate(form.multi_items()) if isinstance(v, UploadFile)]
+        if len(parts) != 1:
+            raise ServiceError(400, "bad_request", f"expected exactly one file part, got {len(parts)}{hint}")
+        index, upload = parts[0]
+        with path.open("wb") as out:
+            await asyncio.to_thread(shutil.copyfileobj, upload.file, out)
+        return (upload.filename or f"<part {index}>")[:_MAX_NAME]
+    finally:
+        await form.close()
+
+
+async def spool_single(
+    request: Request, config: ServeConfig, *, raw_prefix: str, what: str, hint: str = ""
+) -> tuple[str, Path]:
+    """Like :func:`read_single`, but the upload is written to a new temporary file chunk by chunk
+    instead of being held in memory. Returns (source name, path); the caller removes the file.
+    On any refusal the file is removed here."""
+    media = media_type(request)
+    if media != "multipart/form-data":
+        _check_raw_media(media, raw_prefix, what)
+    fd, name = tempfile.mkstemp(prefix="deepfake-edge-upload-")
+    os.close(fd)
+    path = Path(name)
+    try:
         body = limited_body(request, config)
-        return RAW_SOURCE, await within_read_timeout(body.read(), body, config.read_timeout_s)
-    raise ServiceError(415, "unsupported_media_type",
-                       f"Content-Type {media or '(none)'!r} is not accepted; send the {what} as the body "
-                       f"({raw_prefix}/*, application/octet-stream) or as a multipart/form-data file part")
+        if media == "multipart/form-data":
+            source = await within_read_timeout(_spool_multipart(request, body, path, hint), body, config.read_timeout_s)
+        else:
+            await within_read_timeout(_spool_raw(body, path), body, config.read_timeout_s)
+            source = RAW_SOURCE
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return source, path
