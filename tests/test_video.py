@@ -166,6 +166,21 @@ def test_keyframes_mode_decodes_only_keyframes(tmp_path: Path) -> None:
     assert [t for t, _ in sample_frames(str(clip), Sampling(keyframes=True, fps=0.5))] == pytest.approx([0, 2, 4])
 
 
+@pytest.mark.parametrize("codec", ["h264", "vp9"])
+def test_sparse_samples_seek_to_keyframes_and_match_linear_decoding(codec: str, tmp_path: Path) -> None:
+    clip = write_video(tmp_path / f"gop.{codec}.mkv" if codec == "vp9" else tmp_path / "gop.mp4", frames_of(100, 40, 56),
+                       codec=codec, rate=10, gop=10)
+    reference = dict(decode_independently(clip))
+    with VideoReader(str(clip), Sampling(fps=0.4)) as reader:
+        sampled = list(reader.samples())
+        decoded = reader.decoded
+    assert [t for t, _ in sampled] == pytest.approx([0, 2.5, 5, 7.5])
+    for time_s, image in sampled:
+        assert np.array_equal(np.asarray(image), np.asarray(reference[time_s].to_image())), time_s
+    if codec == "h264":  # the MP4 index lists the keyframes: 1 + 6 + 1 + 6 frames instead of 76
+        assert decoded <= 4 * 6 + 2, decoded
+
+
 def test_only_sampled_frames_are_converted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clip = write_video(tmp_path / "c.mp4", frames_of(40), rate=10)
     converted: list[float] = []

@@ -12,6 +12,7 @@ timestamp (pts), so variable-frame-rate video is sampled evenly in time.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import stat
@@ -242,18 +243,22 @@ class VideoReader:
         if not is_url(source):
             _check_local(source)
         options = {"rtsp_transport": "tcp"} if source.lower().startswith(("rtsp://", "rtsps://")) else {}
+        # FFmpeg does not probe capture devices: V4L2 must be named, as `ffmpeg -f v4l2 -i /dev/video0`.
+        device = "v4l2" if source.startswith("/dev/video") else None
         try:
             self._container: av.container.InputContainer = av.open(
-                source, timeout=(sampling.open_timeout_s, sampling.read_timeout_s), options=options)
+                source, format=device, timeout=(sampling.open_timeout_s, sampling.read_timeout_s), options=options)
         except (av.error.FFmpegError, OSError) as exc:
             raise _read_error(source, exc, what="open", timeout_s=sampling.open_timeout_s) from exc
         try:
             self.stream = self._video_stream()
-        except VideoSourceError:
+        except (VideoSourceError, ImageTooLargeError):
             self._container.close()
             raise
         # pts of time 0: the stream's start time, else (live streams) the first frame's pts
         self._origin: int | None = self.stream.start_time
+        self._last: float | None = None  # time of the last frame decoded
+        self._keyframes: list[float] | None = None
 
     def _video_stream(self) -> av.video.stream.VideoStream:
         streams = self._container.streams
@@ -306,14 +311,36 @@ class VideoReader:
         assert self._origin is not None
         return float((pts - self._origin) * self.stream.time_base) if self.stream.time_base is not None else 0.0
 
-    def _seek(self, start: float, origin: int) -> None:
+    def _seek(self, time_s: float) -> None:
+        """Seek to the keyframe at or before ``time_s`` (the decoder is flushed); a source that cannot seek
+        (a live stream, a pipe) just goes on, and the frames before ``time_s`` are decoded and skipped."""
         import av
 
-        assert self.stream.time_base is not None
+        assert self._origin is not None and self.stream.time_base is not None
         try:
-            self._container.seek(origin + int(start / self.stream.time_base), stream=self.stream, backward=True)
+            self._container.seek(self._origin + int(time_s / self.stream.time_base), stream=self.stream, backward=True)
         except (av.error.FFmpegError, OSError):
-            pass  # not seekable (a live stream, a pipe): frames before start are decoded and skipped
+            pass
+
+    def _keyframe_times(self) -> list[float]:
+        """Times of the keyframes the container's index lists (empty without an index, as MPEG-TS or live).
+
+        The index holds decoding timestamps, which are at or before the frames' presentation times.
+        """
+        if self._keyframes is None:
+            entries = self.stream.index_entries if self._origin is not None and not is_url(self.source) else []
+            self._keyframes = sorted(self._seconds(e.timestamp) for e in entries if e.is_keyframe)
+        return self._keyframes
+
+    def skip_to(self, time_s: float) -> None:
+        """Frames before ``time_s`` are not needed: seek ahead when a keyframe lies between the frames
+        decoded so far and ``time_s``; otherwise decoding goes on from here (it is the cheaper path)."""
+        if self._last is None:
+            return
+        keys = self._keyframe_times()
+        i = bisect.bisect_right(keys, time_s + _TICK_EPSILON)
+        if i and keys[i - 1] > self._last + self.frame_interval + _TICK_EPSILON:
+            self._seek(time_s)
 
     def frames(self) -> Iterator[tuple[float, Any]]:
         """Every decoded frame from ``start`` to ``start + duration``, as (time in s, ``av.VideoFrame``).
@@ -327,7 +354,7 @@ class VideoReader:
 
         sampling = self.sampling
         if sampling.start > 0 and self._origin is not None:
-            self._seek(sampling.start, self._origin)
+            self._seek(sampling.start)
         last: float | None = None
         try:
             for packet in self._container.demux(self.stream):
@@ -341,7 +368,7 @@ class VideoReader:
                     else:
                         self._origin = pts if self._origin is None else self._origin
                         time_s = self._seconds(pts)
-                    last = time_s
+                    last = self._last = time_s
                     self.decoded += 1
                     self.position = max(self.position, time_s + (
                         self._seconds(self._origin + frame.duration) if frame.duration and self._origin is not None
@@ -385,6 +412,7 @@ class VideoReader:
                 count += 1
                 if self.sampling.max_frames is not None and count >= self.sampling.max_frames:
                     return
+                self.skip_to(sampler.next)  # when samples are further apart than keyframes, decode only from those
 
 
 def sample_frames(
