@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,23 +91,33 @@ def limited_body(request: Request, config: ServeConfig) -> LimitedBody:
     return LimitedBody(request.stream(), declared=length, limit=config.max_body_bytes)
 
 
-async def _parse_multipart(request: Request, body: LimitedBody) -> list[tuple[str, bytes]]:
+@asynccontextmanager
+async def _file_parts(request: Request, body: LimitedBody) -> AsyncIterator[list[tuple[str, UploadFile]]]:
+    """The file parts of a multipart body as (file name, upload), in order; closed on exit.
+
+    Starlette keeps each part in memory up to 1 MB and spools the rest to a temporary file.
+    """
     parser = MultiPartParser(request.headers, body.chunks(), max_files=_MAX_PARTS, max_fields=_MAX_PARTS)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
         raise ServiceError(400, "bad_request", f"malformed multipart/form-data body: {exc.message}") from exc
     try:
-        files: list[tuple[str, bytes]] = []
+        files: list[tuple[str, UploadFile]] = []
         for index, (field, value) in enumerate(form.multi_items()):
             if isinstance(value, UploadFile):
-                files.append(((value.filename or f"<part {index}>")[:_MAX_NAME], await value.read()))
+                files.append(((value.filename or f"<part {index}>")[:_MAX_NAME], value))
             elif field in ("file", "files", "image", "images", "video"):
                 raise ServiceError(400, "bad_request",
                                    f"part {field!r} has no filename: send the file as a file upload")
-        return files
+        yield files
     finally:
         await form.close()
+
+
+async def _parse_multipart(request: Request, body: LimitedBody) -> list[tuple[str, bytes]]:
+    async with _file_parts(request, body) as parts:
+        return [(name, await upload.read()) for name, upload in parts]
 
 
 async def read_parts(request: Request, config: ServeConfig) -> list[tuple[str, bytes]]:
@@ -144,22 +155,14 @@ async def _spool_raw(body: LimitedBody, path: Path) -> None:
 
 
 async def _spool_multipart(request: Request, body: LimitedBody, path: Path, hint: str) -> str:
-    """The one file part, copied to ``path``; Starlette has already spooled it to disk past 1 MB."""
-    parser = MultiPartParser(request.headers, body.chunks(), max_files=_MAX_PARTS, max_fields=_MAX_PARTS)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise ServiceError(400, "bad_request", f"malformed multipart/form-data body: {exc.message}") from exc
-    try:
-        parts = [(i, v) for i, (_, v) in enumerate(form.multi_items()) if isinstance(v, UploadFile)]
+    """The one file part, copied to ``path``."""
+    async with _file_parts(request, body) as parts:
         if len(parts) != 1:
             raise ServiceError(400, "bad_request", f"expected exactly one file part, got {len(parts)}{hint}")
-        index, upload = parts[0]
+        name, upload = parts[0]
         with path.open("wb") as out:
             await asyncio.to_thread(shutil.copyfileobj, upload.file, out)
-        return (upload.filename or f"<part {index}>")[:_MAX_NAME]
-    finally:
-        await form.close()
+        return name
 
 
 async def spool_single(

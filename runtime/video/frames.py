@@ -328,7 +328,7 @@ class VideoReader:
         The index holds decoding timestamps, which are at or before the frames' presentation times.
         """
         if self._keyframes is None:
-            entries = self.stream.index_entries if self._origin is not None and not is_url(self.source) else []
+            entries: Any = self.stream.index_entries if self._origin is not None and not is_url(self.source) else []
             self._keyframes = sorted(self._seconds(e.timestamp) for e in entries if e.is_keyframe)
         return self._keyframes
 

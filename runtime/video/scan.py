@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -166,7 +166,7 @@ def _decode_worker(
     put((_END, position))
 
 
-def scan(detector: Detector, source: str, options: ScanOptions | None = None) -> Iterator[ScanItem]:
+def scan(detector: Detector, source: str, options: ScanOptions | None = None) -> Generator[ScanItem, None, None]:
     """Classify the sampled frames of ``source``: a ``FrameResult`` per frame, then a ``VideoSummary``,
     or a ``VideoError`` (after the frames classified before the source broke).
 
@@ -184,7 +184,12 @@ def scan(detector: Detector, source: str, options: ScanOptions | None = None) ->
     frames: list[FrameResult] = []
     try:
         while True:
-            item = items.get()
+            try:
+                item = items.get(timeout=0.5)
+            except queue.Empty:
+                if worker.is_alive():
+                    continue
+                item = items.get_nowait() if not items.empty() else RuntimeError(f"{source}: the decode thread died")
             if isinstance(item, DeepfakeEdgeError):
                 yield VideoError(source, item)
                 return
