@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    from .machine import describe_machine, summary_line
+    from .machine import describe_machine, load_average, summary_line
 
     bundle = args.bundle
     if bundle is None:
@@ -142,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
                 proc = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=True)
                 rows.append({"clip": name, "mode": mode, **json.loads(proc.stdout.splitlines()[-1])})
                 print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+    machine["load_average_at_end"] = load_average()
     report = {"machine": machine, "bundle": str(bundle), "variant": args.variant, "threads": args.threads,
               "seconds": args.seconds, "rows": rows}
     args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    print(f"Machine: {summary_line(machine)}\n")
+    print(f"Machine: {summary_line(machine)}; 1-min load average {machine['load_average_at_start']} at start, "
+          f"{machine['load_average_at_end']} at end\n")
     print(table(rows))
     return 0
 
