@@ -25,7 +25,7 @@ from deepfake_edge.video import (
     sample_frames,
     scan,
 )
-from deepfake_edge.video.frames import display_matrix
+from deepfake_edge.video.rotation import display_matrix
 from PIL import Image
 from transformers import SiglipForImageClassification, SiglipImageProcessor
 from video_factory import (

@@ -24,11 +24,11 @@ from .frames import (
     Sampling,
     TimeSampler,
     VideoReader,
-    autorotate,
     frame_name,
     is_url,
     sample_frames,
 )
+from .rotation import autorotate
 from .scan import (
     EventSink,
     FrameResult,
