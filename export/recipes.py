@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..extras import importable
 from .build_context import BuildContext
 from .fp16 import build_fp16
 from .int8_recipe import build_int8
@@ -113,5 +114,6 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 
-DEFAULT_VARIANTS: tuple[str, ...] = ("fp32", "int8")
+# int8-ov joins where OpenVINO is installed: Detector.load(variant="auto") prefers it on CPUs with bf16.
+DEFAULT_VARIANTS: tuple[str, ...] = ("fp32", "int8", *(("int8-ov",) if importable("openvino") else ()))
 DEFAULT_VARIANT = "int8"

@@ -17,6 +17,7 @@ from .manifest import Variant
 from .preprocess import preprocess
 from .results import BatchError, Failure, Prediction
 from .session import INPUT_NAME, ORT_ERRORS, OUTPUT_NAME, create_session, run_logits
+from .variant_choice import AUTO, Choice, Machine, choose_variant
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "Detector"]
 
@@ -54,6 +55,7 @@ class Detector:
         *,
         threshold: float | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        choice: Choice | None = None,
     ) -> None:
         self.bundle = bundle
         self.variant_name = variant_name
@@ -61,6 +63,7 @@ class Detector:
         self.session = session
         self.threshold = threshold if threshold is not None else bundle.manifest.decision.threshold
         self.max_pixels = max_pixels
+        self.choice = choice  # why this variant, when it was chosen by variant="auto"
         self._check_io()
 
     @classmethod
@@ -77,15 +80,20 @@ class Detector:
     ) -> Detector:
         """Open ``bundle_dir`` and create a session for ``variant`` (the manifest's default if None).
 
+        ``variant="auto"`` picks the fastest variant that passed the fidelity gate, has its engine
+        installed and suits this machine (see ``variant_choice``); ``detector.choice`` says why.
         ``verify`` checks the model file's sha256 against the manifest.
         ``threshold`` overrides the bundle's decision threshold on P(positive label).
         ``max_pixels`` refuses larger images before decoding (None disables the check).
         """
         bundle = Bundle.open(bundle_dir)
+        choice = choose_variant(bundle.manifest, Machine.detect(providers)) if variant == AUTO else None
+        if choice is not None:
+            variant, providers = choice.variant, providers or choice.providers
         name, spec = bundle.variant(variant)
         session = create_session(bundle.model_path(spec, verify=verify), threads=threads, providers=providers,
                                  backend=spec.backend, backend_options=spec.backend_options)
-        return cls(bundle, name, spec, session, threshold=threshold, max_pixels=max_pixels)
+        return cls(bundle, name, spec, session, threshold=threshold, max_pixels=max_pixels, choice=choice)
 
     # -- properties -------------------------------------------------------
     @property

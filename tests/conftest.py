@@ -85,7 +85,8 @@ def _bundle(name: str, factory: pytest.TempPathFactory) -> Path:
         from deepfake_edge.export import export_bundle
 
         out = factory.mktemp(f"bundle-{name}") / "bundle"
-        export_bundle(str(_checkpoint(name, factory)), out, log=lambda _msg: None)
+        # fp32 + int8 whatever is installed (the export adds int8-ov by default where OpenVINO is)
+        export_bundle(str(_checkpoint(name, factory)), out, variants=("fp32", "int8"), log=lambda _msg: None)
         _BUNDLES[name] = out
     return _BUNDLES[name]
 

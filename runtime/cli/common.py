@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,7 +92,12 @@ def add_bundle_argument(parser: argparse.ArgumentParser) -> None:
 def add_detector_options(parser: argparse.ArgumentParser, *, threshold: bool = True, max_pixels: bool = True,
                          threads: bool = True, verify: bool = True) -> None:
     """--variant, [--threads], [--threshold], [--max-pixels], [--no-verify]: how a bundle is loaded."""
-    parser.add_argument("--variant", help="bundle variant (default: the manifest's default, usually int8)")
+    parser.add_argument(
+        "--variant", default="auto",
+        help="bundle variant, or 'auto' (default): the fastest variant that passed the export's fidelity gate, "
+             "has its engine installed and suits this machine (int8-ov with OpenVINO on a CPU with "
+             "AVX512-BF16/AMX, fp16 under a GPU provider, otherwise int8); one stderr line says which and why",
+    )
     if threads:
         parser.add_argument("--threads", type=positive_int, default=None,
                             help="onnxruntime intra-op threads (default: all cores)")
@@ -112,6 +118,9 @@ def load_detector(args: argparse.Namespace) -> Detector:
     """``Detector.load`` with the options of :func:`add_detector_options`."""
     from ..detector import Detector
 
-    return Detector.load(args.bundle, args.variant, threads=args.threads, verify=not args.no_verify,
-                         threshold=getattr(args, "threshold", None),
-                         max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))
+    detector = Detector.load(args.bundle, args.variant, threads=args.threads, verify=not args.no_verify,
+                             threshold=getattr(args, "threshold", None),
+                             max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))
+    if detector.choice is not None:
+        print(f"deepfake-edge: variant {detector.choice.variant} ({detector.choice.reason})", file=sys.stderr)
+    return detector

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..extras import require_extra
-from .common import EXIT_OK
+from .common import EXIT_OK, names
 
 HELP = "export a SigLIP classifier to a quantized ONNX bundle (needs the [export] extra)"
 DESCRIPTION = """\
@@ -43,9 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", nargs="?", default=DEFAULT_MODEL,
                         help=f"hub id or local checkpoint directory (default: {DEFAULT_MODEL})")
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="bundle directory to create")
-    parser.add_argument("--variants", default="fp32,int8",
-                        help="comma-separated recipes to build (default: fp32,int8; fp32 is always kept). "
-                             "See 'Recipes' below.")
+    parser.add_argument("--variants", type=names, default=None,
+                        help="comma-separated recipes to build (default: fp32,int8, plus int8-ov where OpenVINO "
+                             "is installed; fp32 is always kept). See 'Recipes' below.")
     parser.add_argument("--default-variant", default=None, help="variant the runtime loads by default (default: int8)")
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     parser.add_argument("--atol", type=float, default=1e-4, help="max |logit diff| fp32 ONNX vs torch (default: 1e-4)")
@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from ..export.logs import quiet_third_party_logs
 
     quiet_third_party_logs()
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     budget = FidelityBudget(args.budget_agreement, args.budget_max_dp, args.budget_mean_dp)
-    export_bundle(args.model, args.out_dir, variants=variants, default_variant=args.default_variant,
+    chosen = {"variants": args.variants} if args.variants else {}  # else the export's default list
+    export_bundle(args.model, args.out_dir, **chosen, default_variant=args.default_variant,
                   revision=args.revision, atol=args.atol, overwrite=args.overwrite,
                   calibration_dir=args.calibration, calibration_limit=args.calibration_limit,
                   budget=budget, strict=args.strict, tune=not args.fast, keep_fp32=args.int8_keep_fp32)

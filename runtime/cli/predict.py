@@ -19,7 +19,7 @@ HELP = "classify images with a bundle (JSON lines on stdout)"
 DESCRIPTION = """\
 Classify image files and folders with an exported bundle. Prints one JSON line
 per input, in input order:
-  {"path": ..., "label": "fake", "scores": {"fake": 0.97, "real": 0.03}}
+  {"path": ..., "label": "fake", "scores": {"fake": 0.97, "real": 0.03}, "variant": "int8"}
   {"path": ..., "error": "ImageDecodeError", "message": ...}
 A bad input never stops the others; the exit code is 1 if any input failed."""
 
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     show = not args.no_progress and len(files) >= PROGRESS_MIN_INPUTS
     for result in progress(results, total=len(files), desc="classifying", enabled=show):
         failed += isinstance(result, Failure)
-        print(json.dumps(result.to_dict()), flush=True)
+        line = result.to_dict() if isinstance(result, Failure) else {**result.to_dict(), "variant": detector.variant_name}
+        print(json.dumps(line), flush=True)
     if failed:
         print(f"deepfake-edge predict: {failed} of {len(files)} inputs failed", file=sys.stderr)
         return EXIT_INPUT_FAILED

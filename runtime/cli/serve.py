@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                     args.host, extra={"fields": {"event": "non_loopback_bind", "host": args.host}})
     log.info("starting", extra={"fields": {
         "event": "starting", "bundle": str(args.bundle), "variant": detector.variant_name,
+        "variant_reason": detector.choice.reason if detector.choice else "requested",
         "host": args.host, "port": args.port, "threads": args.threads, "threshold": detector.threshold,
         "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms, "max_queue": config.max_queue,
     }})
