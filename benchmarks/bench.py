@@ -36,6 +36,7 @@ from deepfake_edge.session import default_threads
 
 from .footprint import measure_stacks
 from .inputs import BenchInputs, make_inputs
+from .limits import machine_limits
 from .machine import describe_machine, load_average
 from .models import RANDOM_LABEL, ModelUnderTest, prepare_model
 from .stats import summarize, vs_baseline
@@ -337,6 +338,9 @@ def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str,
             run.close()
         rows = [run.row(spec, batch) for batch in (1, options.batch_size) for spec in specs]
         _attach_ratios(rows)
+        progress.describe("measuring this machine's GEMM peaks")
+        limits = timed("limits_s", lambda: machine_limits(
+            threads, model.architecture, rows, size=512 if options.quick else 2048))
         machine["load_average_at_end"] = load_average()
         results: dict[str, Any] = {
             "schema": SCHEMA,
@@ -357,6 +361,7 @@ def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str,
             "bundle_files": {p.name: p.stat().st_size for p in sorted(model.bundle.iterdir()) if p.is_file()},
             "footprint": measure_stacks(),
             "rows": rows,
+            "limits": limits,
             "phases": phases,
         }
         progress.describe("writing results")

@@ -25,7 +25,7 @@ from deepfake_edge.images import load_rgb
 from deepfake_edge.preprocess import preprocess
 from PIL import Image
 
-__all__ = ["BenchInputs", "make_inputs"]
+__all__ = ["BenchInputs", "make_inputs", "write_jpeg"]
 
 JPEG_SIZE = (4000, 3000)  # 12 MP, 4:3 like most phone cameras
 JPEG_QUALITY = 90
@@ -73,12 +73,18 @@ def _large_photo(size: tuple[int, int], seed: int) -> tuple[str, Image.Image]:
     return origin, Image.fromarray(arr)
 
 
+def write_jpeg(path: Path, size: tuple[int, int] = JPEG_SIZE, seed: int = 0) -> str:
+    """Write a photo-like JPEG of ``size`` (width, height) to ``path``; return where its content came from."""
+    origin, image = _large_photo(size, seed)
+    image.save(path, "JPEG", quality=JPEG_QUALITY)
+    return origin
+
+
 def make_inputs(out_dir: Path, bundle: Path, *, size: tuple[int, int] = JPEG_SIZE, seed: int = 0) -> BenchInputs:
     """Write ``bench.jpg`` and ``pixel_values.npy`` into ``out_dir`` and describe them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    origin, image = _large_photo(size, seed)
     jpeg = out_dir / "bench.jpg"
-    image.save(jpeg, "JPEG", quality=JPEG_QUALITY)
+    origin = write_jpeg(jpeg, size, seed)
     config = Bundle.open(bundle).preprocess
     tensor = preprocess(load_rgb(jpeg, max_pixels=None), config)[None]
     pixel_path = out_dir / "pixel_values.npy"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .limits import render_limits
 from .machine import summary_line
 
 __all__ = ["render_markdown", "write_reports"]
@@ -166,6 +167,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         *_batch_n_table([r for r in rows if r["batch_size"] == batch_n]),
         "",
+        "## This machine's limits, and each engine against them",
+        "",
+        *(render_limits(results["limits"]) if results.get("limits") else ["Not measured in this run.", ""]),
         "## Preprocessing the 12 MP JPEG (decode + resize + normalize)",
         "",
         *_preprocess_table([r for r in rows if r["batch_size"] == 1]),

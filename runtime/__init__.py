@@ -6,8 +6,6 @@ package never imports torch, transformers or optimum.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from .detector import Detector
 from .errors import (
     BundleError,
@@ -28,10 +26,18 @@ from .images import DEFAULT_MAX_PIXELS
 from .preprocess import PreprocessConfig
 from .results import BatchError, Failure, Prediction
 
-try:
-    __version__ = version("deepfake-edge")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+
+
+def __getattr__(name: str) -> str:
+    # importlib.metadata costs tens of milliseconds to import, and predict never needs the version.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("deepfake-edge")
+        except PackageNotFoundError:  # running from a source tree
+            return "0.0.0"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

@@ -6,27 +6,19 @@ inference never discovers a broken bundle.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BundleError, BundleFileMissingError, BundleMismatchError, ChecksumMismatchError, UnsupportedBundleError
 from .labels import read_labels
 from .manifest import MANIFEST_NAME, Manifest, Variant
+from .model_cache import file_sha256, sha256_file
 from .preprocess import PreprocessConfig
 
 __all__ = ["CONFIG_NAME", "PREPROCESSOR_NAME", "Bundle", "sha256_file"]
 
 CONFIG_NAME = "config.json"
 PREPROCESSOR_NAME = "preprocessor_config.json"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fp:
-        while block := fp.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -70,10 +62,11 @@ class Bundle:
         if not path.is_file():
             raise BundleFileMissingError(f"{path}: model file listed in the manifest is missing")
         # The size is always compared (it is free and catches truncation); the
-        # sha256, which reads the whole file, only when ``verify`` is set.
+        # sha256 only when ``verify`` is set: read in full once, then reused while the
+        # file's inode, size, mtime and ctime are unchanged (see model_cache).
         try:
             size = path.stat().st_size
-            actual = sha256_file(path) if verify and size == variant.bytes else None
+            actual = file_sha256(path) if verify and size == variant.bytes else None
         except OSError as exc:
             raise BundleError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
         if size != variant.bytes:

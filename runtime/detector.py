@@ -14,9 +14,9 @@ from .errors import BundleMismatchError, ImageError, ModelOutputError, Unsupport
 from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input, load_rgb
 from .labels import decisions, softmax
 from .manifest import Variant
-from .preprocess import preprocess
+from .preprocess import resize, to_model_input
 from .results import BatchError, Failure, Prediction
-from .session import INPUT_NAME, ORT_ERRORS, OUTPUT_NAME, create_session, run_logits
+from .session import INPUT_NAME, ORT_ERRORS, OUTPUT_NAME, create_session, release_freed_memory, run_logits
 from .variant_choice import AUTO, Choice, Machine, choose_variant
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "Detector"]
@@ -164,7 +164,14 @@ class Detector:
         ``name`` if given (an upload's file name, a video frame), else its path or ``<bytes #index>``.
         """
         rgb = load_rgb(image, name=name or describe_source(image, index), max_pixels=self.max_pixels)
-        return preprocess(rgb, self.bundle.preprocess)
+        try:
+            resized = resize(rgb, self.bundle.preprocess)
+        finally:
+            if rgb is not image:  # ours, not the caller's: free the full-size pixels before the float math
+                rgb.close()
+        tensor = to_model_input(resized, self.bundle.preprocess)
+        release_freed_memory()
+        return tensor
 
     def preprocess(self, images: ImageInput | Iterable[ImageInput]) -> np.ndarray:
         """float32 NCHW of every input (see :meth:`decode`). Raises ``ImageError`` on a bad input."""

@@ -29,7 +29,7 @@ from PIL import Image
 from .errors import BundleMismatchError, UnsupportedBundleError
 from .jsonfile import read_json_object
 
-__all__ = ["SUPPORTED_PROCESSORS", "PreprocessConfig", "normalize", "preprocess", "rescale", "resize"]
+__all__ = ["SUPPORTED_PROCESSORS", "PreprocessConfig", "normalize", "preprocess", "rescale", "resize", "to_model_input"]
 
 #: ``image_processor_type`` values whose behaviour this module reproduces. The
 #: fast (torchvision) variant is accepted because checkpoints saved with it keep
@@ -138,7 +138,11 @@ def normalize(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 
 def preprocess(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     """One RGB image -> the float32 CHW tensor the model receives."""
-    array: np.ndarray = resize(image, config)
+    return to_model_input(resize(image, config), config)
+
+
+def to_model_input(array: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """The steps after :func:`resize`: rescale, normalize, HWC uint8 -> CHW float32."""
     if config.do_rescale:
         array = rescale(array, config.rescale_factor)
     if config.do_normalize:

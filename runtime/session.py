@@ -7,6 +7,7 @@ same ``get_inputs``/``get_outputs``/``run`` methods.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from .extras import require_extra
 
 __all__ = [
     "BACKENDS", "DEFAULT_PROVIDERS", "INPUT_NAME", "ORT_ERRORS", "OUTPUT_NAME", "create_session", "default_threads",
-    "require_backend", "run_logits",
+    "release_freed_memory", "require_backend", "run_logits",
 ]
 
 INPUT_NAME = "pixel_values"
@@ -91,14 +92,48 @@ def create_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = _OPTIMIZATION[optimization]
     options.log_severity_level = 3  # errors only; ORT's warnings are not the user's concern
+    # The memory pattern pre-plans one block for every activation of a run, on top of the arena: on
+    # the base-512 int8 model it raised peak RSS by about 33 MB with no measurable speed gain.
+    # (Disabling the arena instead doubled the peak.)
+    options.enable_mem_pattern = False
     chosen = list(providers) if providers else list(DEFAULT_PROVIDERS)
     unknown = [p for p in chosen if p not in ort.get_available_providers()]
     if unknown:
         raise BundleError(f"execution providers {unknown} are not available; this onnxruntime has {ort.get_available_providers()}")
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except ORT_ERRORS as exc:
         raise BundleError(f"{path}: onnxruntime cannot load this model ({type(exc).__name__}: {exc})") from exc
+    release_freed_memory()
+    return session
+
+
+def release_freed_memory() -> None:
+    """Give memory freed to the C heap back to the OS (glibc only; elsewhere this does nothing).
+
+    glibc keeps freed small and mid-sized blocks in the process, so they count in the RSS under
+    every later run. Measured on the base-512 int8 model: 35 MB after loading (the parsed protobuf,
+    unpacked weights), 10 MB after decoding a 1080p JPEG. It takes well under a millisecond.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (AttributeError, ValueError, OSError):  # not a POSIX system, or the name is unknown
+        return None
+    if not libc.startswith("glibc"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def run_logits(session: Any, pixel_values: np.ndarray, *, per_image: bool) -> np.ndarray:

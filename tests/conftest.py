@@ -7,10 +7,16 @@ Odd image sizes, non-default mean/std and a 3-label set make hard-coded
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# The runtime's per-user cache (sha256 results) goes to a scratch directory, never the tester's home;
+# subprocesses inherit it.
+os.environ["DEEPFAKE_EDGE_CACHE"] = tempfile.mkdtemp(prefix="deepfake-edge-test-cache-")
 
 torch = pytest.importorskip("torch", reason="tests need the [export] extra (torch)")
 transformers = pytest.importorskip("transformers", reason="tests need the [export] extra (transformers)")

@@ -66,6 +66,12 @@ def test_quick_run_is_quick_and_complete(quick_run: tuple[Path, dict[str, Any], 
     assert [r for r in results["rows"] if r["baseline"]] == [r for r in results["rows"] if r["engine"] == "torch"]
     for name in ("results.md", "results.png", "inputs/bench.jpg", "logs/torch-fp32.log"):
         assert (out / name).is_file(), name
+    # this machine's limits, and every batch-1 engine placed against them
+    limits = results["limits"]
+    assert limits["peaks"]["fp32_gflops"] > 0 and limits["peaks"]["int8_gops"] > 0
+    assert sorted(e["label"] for e in limits["engines"]) == sorted(r["label"] for r in results["rows"]
+                                                                    if r["batch_size"] == 1)
+    assert "## This machine's limits" in (out / "results.md").read_text()
 
 
 def test_random_weights_are_labelled_everywhere(quick_run: tuple[Path, dict[str, Any], float]) -> None:

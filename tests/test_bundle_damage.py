@@ -332,6 +332,7 @@ def two_images() -> list:
 def _export(checkpoint: Path, out: Path, images: list, **kwargs: object) -> None:
     from deepfake_edge.export import export_bundle
 
+    kwargs.setdefault("variants", ("fp32", "int8"))  # whatever is installed
     export_bundle(str(checkpoint), out, validation_images=images, **kwargs)  # type: ignore[arg-type]
 
 

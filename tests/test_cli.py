@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -79,11 +80,16 @@ def test_export_cli_end_to_end(binary_checkpoint: Path, tmp_path: Path, image_di
     proc = _run("export", binary_checkpoint, out)
     assert proc.returncode == 0, proc.stderr
     assert "validating fp32 ONNX against torch" in proc.stderr and "done in" in proc.stderr
-    assert json.loads((out / "manifest.json").read_text())["default_variant"] == "int8"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["default_variant"] == "int8"
+    # the default list: int8-ov joins where OpenVINO is installed
+    openvino = importlib.util.find_spec("openvino") is not None
+    assert set(manifest["variants"]) == {"fp32", "int8", *(["int8-ov"] if openvino else [])}
     again = _run("export", binary_checkpoint, out)
     assert again.returncode == 4 and "--overwrite" in again.stderr
     predicted = _run("predict", out, image_dir / "photo0.jpg")
     assert predicted.returncode == 0 and json.loads(predicted.stdout)["label"] in {"fake", "real"}
+    assert json.loads(predicted.stdout)["variant"] in manifest["variants"]
 
 
 def test_export_without_extra_prints_install_hint(tmp_path: Path) -> None:

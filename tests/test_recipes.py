@@ -87,12 +87,13 @@ def test_strict_fails_on_an_impossible_budget(binary_checkpoint: Path, tmp_path:
 
     impossible = FidelityBudget(min_agreement=1.0, max_abs_dp=0.0, mean_abs_dp=0.0)
     with pytest.raises(FidelityBudgetError, match=r"int8 misses its fidelity budget.*max \|dP\|"):
-        export_bundle(str(binary_checkpoint), tmp_path / "b", budget=impossible, strict=True,
-                      calibration_limit=6, log=lambda _m: None)
+        export_bundle(str(binary_checkpoint), tmp_path / "b", variants=["fp32", "int8"], budget=impossible,
+                      strict=True, calibration_limit=6, log=lambda _m: None)
     assert not (tmp_path / "b").exists()
     # without --strict the same export succeeds and says so loudly
     messages: list[str] = []
-    export_bundle(str(binary_checkpoint), tmp_path / "b", budget=impossible, calibration_limit=6, log=messages.append)
+    export_bundle(str(binary_checkpoint), tmp_path / "b", variants=["fp32", "int8"], budget=impossible,
+                  calibration_limit=6, log=messages.append)
     assert any("WARNING: int8 misses its fidelity budget" in m for m in messages)
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["validation"]["fidelity_budget"]["int8"]["met_on_calibration"] is False
@@ -182,8 +183,8 @@ def test_per_token_matmul_matches_a_numpy_reference() -> None:
 def test_keep_fp32_leaves_the_most_sensitive_matmuls_unquantized(binary_checkpoint: Path, tmp_path: Path) -> None:
     from deepfake_edge.export import export_bundle
 
-    manifest = export_bundle(str(binary_checkpoint), tmp_path / "b", keep_fp32=3, calibration_limit=6,
-                             log=lambda _m: None)
+    manifest = export_bundle(str(binary_checkpoint), tmp_path / "b", variants=["fp32", "int8"], keep_fp32=3,
+                             calibration_limit=6, log=lambda _m: None)
     recipe = manifest.variants["int8"].recipe
     assert len(recipe["excluded_nodes"]) >= 3
     assert recipe["quantized_matmuls"] == 12 - len(recipe["excluded_nodes"])
@@ -204,7 +205,8 @@ def test_calibration_directory_is_used_and_recorded(binary_checkpoint: Path, pho
         with Image.open(path) as im:
             im.convert("RGB").save(calib / f"c{i}.jpg")
     (calib / "notes.txt").write_text("not an image: skipped, not fatal")
-    manifest = export_bundle(str(binary_checkpoint), tmp_path / "b", calibration_dir=calib, log=lambda _m: None)
+    manifest = export_bundle(str(binary_checkpoint), tmp_path / "b", variants=["fp32", "int8"], calibration_dir=calib,
+                             log=lambda _m: None)
     assert manifest.validation["calibration_source"] == str(calib)
     assert sorted(manifest.validation["calibration_image_names"]) == ["c0.jpg", "c1.jpg", "c2.jpg"]
     assert manifest.variants["int8"].recipe["calibration_images"] == 3

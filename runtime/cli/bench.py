@@ -21,6 +21,11 @@ RSS, cold start, preprocessing, bundle sizes and installed footprint.
 Without --model/--bundle, the siglip-base-patch16-512 architecture is built with
 random weights: speed only, labelled as such, no accuracy figures.
 
+Also measures this machine's limits: fp32 GFLOP/s and int8 GOP/s from a short
+GEMM micro-benchmark, the floor they set for this model, and how far each
+engine is from it. --limits measures only that, in seconds, for the
+architecture (default siglip-base-patch16-512).
+
 Writes OUT/results.json, OUT/results.md and OUT/results.png (worker logs in OUT/logs).
 Needs: pip install 'deepfake-edge[bench]'  (install torch==2.13.0 CPU first)."""
 
@@ -49,6 +54,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--warmup", type=count(0), default=None, help="untimed batch-1 runs per engine (default: 2)")
     how.add_argument("--rounds", type=count(1), default=None,
                      help="interleaved rounds the runs are split into (default: 5)")
+    how.add_argument("--limits", action="store_true",
+                     help="only measure this machine's GEMM peaks and the model's floor (seconds; no engines run)")
     how.add_argument("--quick", action="store_true",
                      help="tiny random model and few runs: a smoke test that finishes in well under a minute")
     out = parser.add_argument_group("output")
@@ -64,6 +71,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_extra("bench")
+    if args.limits:
+        return _limits_only(args)
     from ..benchmarks.bench import BenchOptions, run_bench
     from ..benchmarks.report import RESULTS_MD
 
@@ -80,3 +89,18 @@ def run(args: argparse.Namespace) -> int:
           f"({results['elapsed_s']:.0f} s)", file=sys.stderr)
     failed = [r for r in results["rows"] if r["status"] != "ok"]
     return EXIT_INPUT_FAILED if any(r["baseline"] or r["engine"] == "deepfake-edge" for r in failed) else EXIT_OK
+
+
+def _limits_only(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ..benchmarks.limits import machine_limits, render_limits
+    from ..benchmarks.machine import describe_machine, summary_line
+    from ..benchmarks.models import ARCHITECTURES
+    from ..session import default_threads
+
+    architecture = ARCHITECTURES[args.architecture or "siglip-base-patch16-512"]
+    limits = machine_limits(args.threads or default_threads(), asdict(architecture))
+    print(f"{summary_line(describe_machine())}\n{architecture.name}:\n")
+    print("\n".join(render_limits(limits)))
+    return EXIT_OK
