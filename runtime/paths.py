@@ -20,12 +20,17 @@ def image_suffixes() -> frozenset[str]:
 
 
 def expand_paths(
-    paths: Iterable[str | os.PathLike[str]], suffixes: frozenset[str], *, recursive: bool
+    paths: Iterable[str | os.PathLike[str]], suffixes: frozenset[str] | None, *, recursive: bool
 ) -> Iterator[Path]:
     """Files as given (always attempted, so a missing one is reported, not dropped); folders expanded
-    to their files with one of ``suffixes``, sorted, hidden ones (``.git``, ``.DS_Store``) skipped."""
+    to their files with one of ``suffixes``, sorted, hidden ones (``.git``, ``.DS_Store``) skipped.
+
+    ``suffixes=None`` means :func:`image_suffixes`, looked up only when a folder is given: it
+    registers every PIL plugin, which costs more than a tenth of a second of start-up.
+    """
     for path in map(Path, paths):
         if path.is_dir():
+            suffixes = image_suffixes() if suffixes is None else suffixes
             found = path.rglob("*") if recursive else path.iterdir()
             yield from sorted(
                 p for p in found

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..paths import expand_paths, image_suffixes
+from ..paths import expand_paths
 from ..progress import progress
 from ..results import Failure
 from .common import EXIT_INPUT_FAILED, EXIT_OK, add_bundle_argument, add_detector_options, load_detector, positive_int
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
     detector = load_detector(args)
-    files = [str(p) for p in expand_paths(args.paths, image_suffixes(), recursive=args.recursive)]
+    files = [str(p) for p in expand_paths(args.paths, None, recursive=args.recursive)]
     if not files:
         print("deepfake-edge predict: no image files found", file=sys.stderr)
         return EXIT_INPUT_FAILED
