@@ -1,9 +1,9 @@
 """Describe the machine a benchmark ran on: CPU, ISA flags that matter, cores, memory, versions.
 
 A latency table without the machine is not reproducible, so every results file
-carries this description. Only the standard library and ``importlib.metadata``
-are used: nothing here imports torch, onnxruntime or any other measured library
-(importing them would change the orchestrator's timing and memory for nothing).
+carries this description. Besides the standard library it reads the CPU the way
+the runtime's ``variant="auto"`` does (``variant_choice.cpu_info``), and imports
+no measured library of its own (torch, optimum).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from deepfake_edge.variant_choice import cpu_info
 
 __all__ = ["ISA_FLAGS", "LIBRARIES", "describe_machine", "library_versions", "load_average", "summary_line"]
 
@@ -28,26 +30,6 @@ ISA_FLAGS: tuple[str, ...] = (
 LIBRARIES: tuple[str, ...] = (
     "deepfake-edge", "numpy", "pillow", "onnxruntime", "torch", "transformers", "optimum", "optimum-onnx",
 )
-
-
-def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str | None, set[str]]:
-    """(model name, flags) of the first CPU listed in /proc/cpuinfo; (None, empty) elsewhere."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None, set()
-    model: str | None = None
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and model is None:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-        if model is not None and flags:
-            break
-    return model, flags
 
 
 def _memory_gb(path: Path = Path("/proc/meminfo")) -> float | None:
@@ -87,7 +69,7 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None
 
 def describe_machine() -> dict[str, Any]:
     """A JSON-ready description of this machine and the library versions installed."""
-    model, flags = _cpuinfo()
+    model, flags = cpu_info()
     return {
         "cpu": model or platform.processor() or platform.machine(),
         "architecture": platform.machine(),

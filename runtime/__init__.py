@@ -27,7 +27,6 @@ from .preprocess import PreprocessConfig
 from .results import BatchError, Failure, Prediction
 
 
-
 def __getattr__(name: str) -> str:
     # importlib.metadata costs tens of milliseconds to import, and predict never needs the version.
     if name == "__version__":

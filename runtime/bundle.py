@@ -14,6 +14,7 @@ from .labels import read_labels
 from .manifest import MANIFEST_NAME, Manifest, Variant
 from .model_cache import file_sha256, sha256_file
 from .preprocess import PreprocessConfig
+from .variant_choice import AUTO, Machine, choose_variant
 
 __all__ = ["CONFIG_NAME", "PREPROCESSOR_NAME", "Bundle", "sha256_file"]
 
@@ -48,6 +49,10 @@ class Bundle:
         return cls(root=root, manifest=manifest, labels=labels, preprocess=preprocess)
 
     def variant(self, name: str | None) -> tuple[str, Variant]:
+        """The named variant; None means the manifest's default, ``"auto"`` the choice for this machine
+        (see ``variant_choice``; ``Detector.load`` also keeps the reason)."""
+        if name == AUTO:
+            name = choose_variant(self.manifest, Machine.detect()).variant
         name = name or self.manifest.default_variant
         try:
             return name, self.manifest.variants[name]

@@ -6,8 +6,13 @@ from dataclasses import asdict
 from typing import Any
 
 import pytest
-
-from deepfake_edge.benchmarks.limits import machine_limits, model_flops, place_rows, render_limits, time_floors
+from deepfake_edge.benchmarks.limits import (
+    machine_limits,
+    model_flops,
+    place_rows,
+    render_limits,
+    time_floors,
+)
 from deepfake_edge.benchmarks.models import ARCHITECTURES
 
 torch = pytest.importorskip("torch", reason="the FLOP reference is torch's FlopCounterMode ([export] extra)")

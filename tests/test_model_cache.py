@@ -10,9 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from deepfake_edge import ChecksumMismatchError, Detector
-from deepfake_edge import model_cache
+from deepfake_edge import ChecksumMismatchError, Detector, model_cache
 
 INT8 = "model_int8.onnx"
 SETTLE_S = 0.05  # RACY_SECONDS in these tests: how long a file must have been still before it is recorded

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from deepfake_edge import Detector
 from deepfake_edge.manifest import Manifest
 from deepfake_edge.variant_choice import Machine, choose_variant, passed_gate
@@ -176,3 +175,11 @@ def test_variant_name_overrides_auto(ov_bundle: Path, photo_paths: list[Path]) -
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["variant"] == "fp32"
     assert "deepfake-edge: variant" not in proc.stderr  # nothing was chosen, nothing to explain
+
+
+def test_bundle_variant_resolves_auto_for_callers_without_a_detector(binary_bundle: Path) -> None:
+    """What ``batch`` packs on its driver: the same choice Detector.load makes."""
+    from deepfake_edge.bundle import Bundle
+
+    bundle = Bundle.open(binary_bundle)
+    assert bundle.variant("auto")[0] == Detector.load(binary_bundle, "auto").variant_name == "int8"
