@@ -39,6 +39,8 @@ def _gemm_session(op: str, size: int, threads: int) -> tuple[Any, dict[str, np.n
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
+    a: np.ndarray
+    b: np.ndarray
     if op == "MatMul":
         a = rng.standard_normal((size, size), dtype=np.float32)
         b = rng.standard_normal((size, size), dtype=np.float32)

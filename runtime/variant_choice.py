@@ -117,8 +117,10 @@ def _misses(fidelity: Mapping[str, Any], budget: Mapping[str, Any]) -> list[str]
     agreement, max_dp, mean_dp = (_number(fidelity.get(k)) for k in ("label_agreement", "max_abs_dp", "mean_abs_dp"))
     if agreement is None or max_dp is None or mean_dp is None:
         return ["its recorded fidelity is incomplete"]
-    limits = {k: _number(budget.get(k)) for k in DEFAULT_BUDGET}
-    limits = {k: v if v is not None else DEFAULT_BUDGET[k] for k, v in limits.items()}
+    limits: dict[str, float] = {}
+    for key, default in DEFAULT_BUDGET.items():
+        value = _number(budget.get(key))
+        limits[key] = default if value is None else value
     misses = []
     if agreement < limits["min_agreement"]:
         misses.append(f"label agreement {agreement:.2%}")
