@@ -132,7 +132,8 @@ def machine_limits(threads: int, architecture: dict[str, Any] | None,
 
 
 def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:,.0f}"
+    ms = seconds * 1e3
+    return f"{ms:,.0f}" if ms >= 10 else f"{ms:.2g}"  # the tiny --quick model's floors are microseconds
 
 
 def render_limits(limits: dict[str, Any]) -> list[str]:
@@ -146,7 +147,7 @@ def render_limits(limits: dict[str, Any]) -> list[str]:
         (f"Measured with {peaks['threads']} threads on {peaks['size']}³ GEMMs through onnxruntime: "
          f"**fp32 {peaks['fp32_gflops']:,.0f} GFLOP/s**, **int8 {peaks['int8_gops']:,.0f} GOP/s** "
          f"({peaks['int8_gops'] / peaks['fp32_gflops']:.1f}× fp32). One image is "
-         f"{flops['weight_gemm'] / 1e9:,.0f} GFLOP of weight GEMMs and {flops['attention'] / 1e9:,.0f} GFLOP of "
+         f"{flops['weight_gemm'] / 1e9:,.3g} GFLOP of weight GEMMs and {flops['attention'] / 1e9:,.3g} GFLOP of "
          f"attention ({flops['tokens']:,.0f} tokens)."),
         "",
         "| Compute (weight GEMMs + attention) | Floor (ms) |",
