@@ -1,0 +1,223 @@
+"""Live results to an MQTT broker (paho-mqtt), under ``<prefix>/<camera>/...``.
+
+Topics (payloads are the JSON lines ``deepfake-edge scan`` prints):
+
+=============================  =====  ======  =============================================
+topic                          QoS    retain  payload
+=============================  =====  ======  =============================================
+``<prefix>/available``         1      yes     ``online`` / ``offline`` (the broker sends
+                                              ``offline`` as last will if we vanish)
+``<prefix>/<camera>/status``   1      yes     ``{"source", "status": "online"|"offline", ...}``
+``<prefix>/<camera>/alert``    1      no      an alert start or end (see ``alerts.Alert``)
+``<prefix>/<camera>/alert/state`` 1   yes     ``ON`` while an alert is open, else ``OFF``
+``<prefix>/<camera>/frame``    0      no      every frame result (``--mqtt-frames`` only)
+``<prefix>/<camera>/summary``  1      no      the source's summary when it stops
+=============================  =====  ======  =============================================
+
+Publishing never blocks the caller: paho's network thread does the I/O, and
+its outbox of QoS 1 messages is bounded (``outbox``); a full outbox or an
+unconnected client drops the message and counts it. Reconnects use paho's
+exponential backoff and stop after ``max_reconnects`` failures in a row; from
+then on every message is dropped (and counted), inference goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..extras import require_extra
+
+if TYPE_CHECKING:
+    import paho.mqtt.client
+
+__all__ = ["DEFAULT_PREFIX", "MqttPublisher", "MqttTarget", "camera_name", "mqtt_target", "topic_level"]
+
+DEFAULT_PREFIX = "deepfake-edge"
+DEFAULT_PORT = 1883
+
+# MQTT forbids wildcards (+ #) and "/" inside a level; Frigate and Home Assistant names
+# keep to letters, digits, "_" and "-", which also reads well in a topic.
+_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    """Where to publish: ``mqtt://host[:port][/prefix]``."""
+
+    host: str
+    port: int = DEFAULT_PORT
+    prefix: str = DEFAULT_PREFIX
+
+
+def mqtt_target(text: str) -> MqttTarget:
+    """The argument type of ``--mqtt``: ``mqtt://host[:port][/prefix]`` (port 1883, prefix deepfake-edge)."""
+    parts = urlsplit(text)
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        port = -1
+    prefix = parts.path.strip("/")
+    if parts.scheme != "mqtt" or not parts.hostname or port < 1:
+        raise argparse.ArgumentTypeError(f"expected mqtt://host[:port][/prefix], got {text!r}")
+    if any(char in prefix for char in "+#\0") or "//" in prefix:
+        raise argparse.ArgumentTypeError(f"the topic prefix may not hold '+', '#' or empty levels, got {prefix!r}")
+    return MqttTarget(parts.hostname, port, prefix or DEFAULT_PREFIX)
+
+
+def topic_level(name: str) -> str:
+    """``name`` as one safe topic level: runs of other characters become one ``_``."""
+    level = _TOPIC_UNSAFE.sub("_", name).strip("_")
+    return level or "camera"
+
+
+def camera_name(source: str) -> str:
+    """A topic-safe camera name derived from a source: host, port and path of a URL (never its
+    credentials), the device name of ``/dev/videoN``, or a file's name without suffix."""
+    parts = urlsplit(source)
+    if parts.scheme and parts.netloc:
+        port = f"_{parts.port}" if parts.port else ""
+        return topic_level(f"{parts.hostname}{port}{parts.path}")
+    stem = source.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return topic_level(stem)
+
+
+class MqttPublisher:
+    """Publishes JSON payloads for named cameras; see the module docstring for topics.
+
+    ``log`` receives one line per connection change (for stderr). Thread-safe;
+    call :meth:`close` at the end (it waits at most ``flush_timeout`` s for QoS 1
+    messages still in flight).
+    """
+
+    def __init__(
+        self,
+        target: MqttTarget,
+        *,
+        connect_timeout: float = 5.0,
+        keepalive: int = 10,
+        max_reconnects: int = 5,
+        outbox: int = 1000,
+        log: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        require_extra("mqtt")
+        import paho.mqtt.client as mqtt
+
+        self.target = target
+        self.max_reconnects = max_reconnects
+        self.published = 0
+        self.dropped = 0
+        self._log = log
+        self._failures = 0
+        self._gave_up = False
+        self._lock = threading.Lock()
+        self._pending: deque[Any] = deque(maxlen=outbox)  # QoS 1 MQTTMessageInfo, for close()
+        self.connected = threading.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client.connect_timeout = connect_timeout
+        client.max_queued_messages_set(outbox)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.will_set(self.topic("available"), "offline", qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        self._client: paho.mqtt.client.Client = client
+        client.connect_async(target.host, target.port, keepalive=keepalive)
+        client.loop_start()
+
+    def topic(self, *levels: str) -> str:
+        return "/".join((self.target.prefix, *levels))
+
+    @property
+    def gave_up(self) -> bool:
+        return self._gave_up
+
+    # -- paho callbacks (its network thread) -------------------------------
+    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            self._failed(f"refused ({reason})")
+            return
+        self._failures = 0
+        self.connected.set()
+        self._log(f"mqtt: connected to {self.target.host}:{self.target.port}")
+        client.publish(self.topic("available"), "online", qos=1, retain=True)
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        self._failed("cannot connect")
+
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self.connected.clear()
+        if self._gave_up or not reason.is_failure:
+            return  # our own disconnect()
+        self._failed(f"connection lost ({reason})")
+
+    def _failed(self, what: str) -> None:
+        self.connected.clear()
+        self._failures += 1
+        where = f"{self.target.host}:{self.target.port}"
+        if self._failures > self.max_reconnects:
+            self._gave_up = True
+            self._log(f"mqtt: {where}: {what}; giving up after {self.max_reconnects} reconnects, "
+                      "results are no longer published")
+            self._client.disconnect()  # ends paho's loop: no more reconnects
+        else:
+            self._log(f"mqtt: {where}: {what}; reconnect {self._failures} of {self.max_reconnects}")
+
+    # -- publishing (any thread) -------------------------------------------
+    def publish(self, topic: str, payload: str, *, qos: int = 1, retain: bool = False) -> bool:
+        """Queue one message; False (and counted as dropped) when it cannot be queued."""
+        import paho.mqtt.client as mqtt
+
+        with self._lock:
+            if self._gave_up or (qos == 0 and not self.connected.is_set()):
+                self.dropped += 1
+                return False
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued for reconnect
+                self.dropped += 1
+                return False
+            self.published += 1
+            if qos:
+                self._pending.append(info)
+            return True
+
+    def send(self, camera: str, kind: str, payload: str) -> bool:
+        """``kind``: "status", "alert", "alert/state", "frame" or "summary" (QoS and retain per the table)."""
+        qos, retain = _KINDS[kind]
+        return self.publish(self.topic(camera, kind), payload, qos=qos, retain=retain)
+
+    def close(self, flush_timeout: float = 5.0) -> None:
+        """Wait up to ``flush_timeout`` s for QoS 1 messages in flight, then disconnect and stop paho's thread."""
+        deadline = time.monotonic() + flush_timeout
+        with self._lock:
+            pending, self._gave_up = list(self._pending), True
+        if self.connected.is_set():
+            for info in pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.connected.is_set():
+                    break
+                try:
+                    info.wait_for_publish(timeout=remaining)
+                except (RuntimeError, ValueError):  # never sent (queue full / not connected)
+                    continue
+            self._client.publish(self.topic("available"), "offline", qos=1, retain=True).wait_for_publish(
+                timeout=max(0.0, deadline - time.monotonic()))
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+#: kind -> (QoS, retain)
+_KINDS: dict[str, tuple[int, bool]] = {
+    "status": (1, True),
+    "alert": (1, False),
+    "alert/state": (1, True),
+    "frame": (0, False),
+    "summary": (1, False),
+}
