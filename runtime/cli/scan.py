@@ -18,6 +18,8 @@ from .common import (
     positive_float,
     positive_int,
 )
+from .live import EPILOG as LIVE_EPILOG
+from .live import add_live_options, watch_sources
 
 if TYPE_CHECKING:
     from ..video import ScanItem, ScanOptions
@@ -63,6 +65,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          help="report runs of frames at or over the threshold lasting at least this many s "
                               "(default: 0, every run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_live_options(parser)
+    parser.epilog = LIVE_EPILOG
 
 
 def scan_options(args: argparse.Namespace) -> ScanOptions:
@@ -98,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import progress
     from ..video import VideoError, scan
     from ..video.frames import expected_samples, is_url
+    from ..video.live import is_live
 
     options = scan_options(args)
     detector = load_detector(args)
@@ -105,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
     if not sources:
         print("deepfake-edge scan: no video files found", file=sys.stderr)
         return EXIT_INPUT_FAILED
+    live = [source for source in sources if is_live(source)]
     failed = 0
-    for source in sources:
+    for source in (source for source in sources if source not in live):
         show = not args.no_progress and not is_url(source)
         expected = expected_samples(source, options.sampling) if show else None
         items = scan(detector, source, options)
@@ -115,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
                              enabled=show, unit="frame"):
             failed += isinstance(item, VideoError)
             print_item(item)
+    if live:
+        failed += watch_sources(args, detector, live)
     if failed:
         print(f"deepfake-edge scan: {failed} of {len(sources)} sources failed", file=sys.stderr)
         return EXIT_INPUT_FAILED

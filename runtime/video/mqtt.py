@@ -24,6 +24,7 @@ then on every message is dropped (and counted), inference goes on.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import threading
 import time
@@ -34,11 +35,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..extras import require_extra
+from .alerts import Alert
+from .live import StatusChange
+from .scan import FrameResult
 
 if TYPE_CHECKING:
     import paho.mqtt.client
 
-__all__ = ["DEFAULT_PREFIX", "MqttPublisher", "MqttTarget", "camera_name", "mqtt_target", "topic_level"]
+    from .watch import LiveItem
+
+__all__ = ["DEFAULT_PREFIX", "MqttPublisher", "MqttSink", "MqttTarget", "camera_name", "mqtt_target", "topic_level"]
 
 DEFAULT_PREFIX = "deepfake-edge"
 DEFAULT_PORT = 1883
@@ -199,18 +205,44 @@ class MqttPublisher:
         with self._lock:
             pending, self._gave_up = list(self._pending), True
         if self.connected.is_set():
+            pending.append(self._client.publish(self.topic("available"), "offline", qos=1, retain=True))
             for info in pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self.connected.is_set():
                     break
                 try:
                     info.wait_for_publish(timeout=remaining)
-                except (RuntimeError, ValueError):  # never sent (queue full / not connected)
+                except (RuntimeError, ValueError):  # never queued (outbox full, not connected)
                     continue
-            self._client.publish(self.topic("available"), "offline", qos=1, retain=True).wait_for_publish(
-                timeout=max(0.0, deadline - time.monotonic()))
         self._client.disconnect()
         self._client.loop_stop()
+
+
+class MqttSink:
+    """Sends what :func:`~deepfake_edge.video.watch.watch` yields to the topics of its camera.
+
+    ``cameras`` maps each source to its camera name (a topic level); frame results are sent
+    only with ``frames=True``. Errors go to the ``summary`` topic: they are a source's last word.
+    """
+
+    def __init__(self, publisher: MqttPublisher, cameras: dict[str, str], *, frames: bool = False) -> None:
+        self.publisher = publisher
+        self.cameras = cameras
+        self.frames = frames
+
+    def __call__(self, item: LiveItem) -> None:
+        camera = self.cameras.get(item.source) or camera_name(item.source)
+        payload = json.dumps(item.to_dict())
+        if isinstance(item, Alert):
+            self.publisher.send(camera, "alert", payload)
+            self.publisher.send(camera, "alert/state", "ON" if item.event == "start" else "OFF")
+        elif isinstance(item, StatusChange):
+            self.publisher.send(camera, "status", payload)
+        elif isinstance(item, FrameResult):
+            if self.frames:
+                self.publisher.send(camera, "frame", payload)
+        else:
+            self.publisher.send(camera, "summary", payload)
 
 
 #: kind -> (QoS, retain)

@@ -20,7 +20,7 @@ from ..detector import Detector
 from ..errors import DeepfakeEdgeError, VideoDecodeError
 from .alerts import DEFAULT_RULE, Alert, AlertRule, AlertTracker
 from .frames import Sampling, frame_name
-from .live import LiveReader, Reconnect, StatusChange
+from .live import LiveFrame, LiveReader, Reconnect, StatusChange
 from .scan import (
     DEFAULT_SEGMENT_THRESHOLD,
     FrameResult,
@@ -31,7 +31,7 @@ from .scan import (
     summarize,
 )
 
-__all__ = ["LiveItem", "LiveOptions", "LiveSummary", "watch"]
+__all__ = ["LiveItem", "LiveOptions", "LiveSummary", "classify_live", "watch"]
 
 # How often the loop looks at ``stop`` and the deadline while no source has news.
 _POLL_S = 0.25
@@ -82,6 +82,7 @@ class _Source:
     reader: LiveReader
     alerts: AlertTracker
     frames: list[FrameResult] = field(default_factory=list)
+    online: bool = False
 
 
 def watch(
@@ -136,6 +137,7 @@ def _step(
     outcome: DeepfakeEdgeError | float | bool | None = None
     for event in reader.events():
         if isinstance(event, StatusChange):
+            item.online = event.status == "online"
             yield event
         else:
             outcome = event  # the last event of a reader: its last frame, if any, is still taken below
@@ -143,8 +145,7 @@ def _step(
     if frame is None:
         return outcome
     try:
-        tensor = detector.decode(frame.image(), name=frame_name(frame.source, frame.time))
-        result = classify_frame(detector, frame.source, frame.time, tensor)
+        result = classify_live(detector, frame)
     except DeepfakeEdgeError as exc:  # frames over the pixel limit, non-finite scores: every frame would fail
         return exc
     item.frames.append(result)
@@ -155,11 +156,23 @@ def _step(
     return outcome
 
 
+def classify_live(detector: Detector, frame: LiveFrame) -> FrameResult:
+    """A live frame through the image path (RGB, ``Detector.decode``) and the model.
+
+    Raises ``ImageTooLargeError`` over the pixel limit, ``ModelOutputError`` for non-finite scores.
+    """
+    tensor = detector.decode(frame.image(), name=frame_name(frame.source, frame.time))
+    return classify_frame(detector, frame.source, frame.time, tensor)
+
+
 def _finish(
     detector: Detector, item: _Source, options: LiveOptions, outcome: DeepfakeEdgeError | float | bool | None
 ) -> Iterator[LiveItem]:
     reader = item.reader
     yield from item.alerts.close()
+    if item.online:  # a reader that failed or ended said so already
+        reason = "the source ended" if isinstance(outcome, float) else "the watch stopped"
+        yield StatusChange(reader.source, "offline", reader.elapsed(), reason=reason)
     if isinstance(outcome, DeepfakeEdgeError):
         yield VideoError(reader.source, outcome)
         return

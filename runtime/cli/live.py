@@ -1,0 +1,126 @@
+"""The live half of ``deepfake-edge scan``: stream URLs and capture devices, alerts, MQTT.
+
+Live sources are watched together until each gives up, ``--duration`` seconds pass,
+``--max-frames`` frames were classified, or SIGINT/SIGTERM arrives; then each prints
+its summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from .common import count, non_negative_float, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from ..detector import Detector
+
+__all__ = ["EPILOG", "add_live_options", "watch_sources"]
+
+EPILOG = """\
+live streams (rtsp://, rtsps://, http(s)://, udp://, tcp://, /dev/videoN):
+  Only the newest frame is classified (no backlog; the summary counts 'dropped' frames).
+  A stream that stalls or drops is reopened with exponential backoff:
+  {"source": ..., "status": "offline", "time": 12.3, "reason": ..., "retry_in": 1.0}
+  {"source": ..., "status": "online", "time": 16.0, "reconnects": 1}
+  An alert starts when K of the last N sampled frames are at or over the threshold
+  and ends when fewer are (--alert K/N):
+  {"source": ..., "alert": "start"|"end", "id": 1, "start": 20.0, "end": 31.0,
+   "peak_score": 0.97, "peak_time": 24.0, "frames": 12, "high_frames": 10, ...}
+  Times are seconds since the watch started. --duration bounds the watch in
+  wall-clock seconds; SIGINT/SIGTERM stop it, and every source prints its summary.
+  --mqtt publishes to <prefix>/<camera>/{status,alert,alert/state,summary[,frame]}."""
+
+
+def add_live_options(parser: argparse.ArgumentParser) -> None:
+    from ..video.alerts import alert_rule
+    from ..video.mqtt import mqtt_target
+
+    live = parser.add_argument_group("live streams")
+    live.add_argument("--alert", type=alert_rule, default=(3, 5), metavar="K/N",
+                      help="alert when K of the last N sampled frames are at or over the threshold (default: 3/5)")
+    live.add_argument("--reconnect-attempts", type=count(0), default=5, metavar="N",
+                      help="failed reconnects in a row before a stream is given up (default: 5; 0: never reconnect)")
+    live.add_argument("--reconnect-delay", type=positive_float, default=1.0, metavar="S",
+                      help="wait before the first reconnect, doubled after each failure (default: 1)")
+    live.add_argument("--reconnect-max-delay", type=positive_float, default=30.0, metavar="S",
+                      help="longest wait between reconnects (default: 30)")
+    live.add_argument("--mqtt", type=mqtt_target, default=None, metavar="mqtt://HOST[:PORT][/PREFIX]",
+                      help="publish status, alerts and summaries to this broker (needs the [mqtt] extra; "
+                           "port 1883 and prefix deepfake-edge by default)")
+    live.add_argument("--name", action="append", default=[], metavar="CAMERA",
+                      help="camera name in MQTT topics, once per live source in order "
+                           "(default: derived from the URL or device)")
+    live.add_argument("--mqtt-frames", action="store_true", help="also publish every frame result (QoS 0)")
+    live.add_argument("--mqtt-timeout", type=non_negative_float, default=5.0, metavar="S",
+                      help="connect timeout to the broker, and the wait for unsent alerts at the end (default: 5)")
+    live.add_argument("--mqtt-reconnects", type=positive_int, default=5, metavar="N",
+                      help="failed broker reconnects in a row before publishing stops (default: 5)")
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (the watch then ends cleanly) instead of killing the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in handlers:
+        signal.signal(sig, lambda _sig, _frame: stop.set())
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def watch_sources(args: argparse.Namespace, detector: Detector, sources: Sequence[str]) -> int:
+    """Watch the live ``sources``, printing JSON lines; returns how many failed."""
+    from ..extras import require_extra
+    from ..video.frames import Sampling
+    from ..video.live import Reconnect
+    from ..video.mqtt import MqttPublisher, MqttSink, camera_name, topic_level
+    from ..video.scan import VideoError
+    from ..video.watch import LiveOptions, watch
+
+    if len(args.name) > len(sources):
+        print(f"deepfake-edge scan: {len(args.name)} --name given for {len(sources)} live sources", file=sys.stderr)
+    cameras = {src: topic_level(name) for src, name in zip(sources, args.name)}
+    cameras.update({src: camera_name(src) for src in sources if src not in cameras})
+    options = LiveOptions(
+        sampling=Sampling(fps=args.fps, keyframes=args.keyframes, decoder_threads=args.decoder_threads,
+                          open_timeout_s=args.timeout, read_timeout_s=args.timeout),
+        reconnect=Reconnect(args.reconnect_attempts, args.reconnect_delay,
+                            max(args.reconnect_delay, args.reconnect_max_delay)),
+        alert=args.alert, aggregate=args.aggregate, min_segment=args.min_segment,
+        duration=args.duration, max_frames=args.max_frames,
+    )
+    publisher = None
+    if args.mqtt is not None:
+        require_extra("mqtt")
+        publisher = MqttPublisher(args.mqtt, connect_timeout=max(args.mqtt_timeout, 0.1),
+                                  max_reconnects=args.mqtt_reconnects,
+                                  log=lambda line: print(f"deepfake-edge scan: {line}", file=sys.stderr, flush=True))
+    sink = MqttSink(publisher, cameras, frames=args.mqtt_frames) if publisher is not None else None
+    failed = 0
+    stop = threading.Event()
+    try:
+        with _stop_on_signals(stop):
+            for item in watch(detector, sources, options, stop=stop):
+                failed += isinstance(item, VideoError)
+                print(json.dumps(item.to_dict()), flush=True)
+                if sink is not None:
+                    sink(item)
+    finally:
+        if publisher is not None:
+            publisher.close(flush_timeout=args.mqtt_timeout)
+            if publisher.dropped:
+                print(f"deepfake-edge scan: mqtt: {publisher.dropped} messages could not be published",
+                      file=sys.stderr)
+    return failed
