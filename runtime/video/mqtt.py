@@ -73,7 +73,7 @@ def mqtt_target(text: str) -> MqttTarget:
     prefix = parts.path.strip("/")
     if parts.scheme != "mqtt" or not parts.hostname or port < 1:
         raise argparse.ArgumentTypeError(f"expected mqtt://host[:port][/prefix], got {text!r}")
-    if any(char in prefix for char in "+#\0") or "//" in prefix:
+    if any(char in text for char in "+#?\0") or "//" in prefix:  # '#' and '?' would end the URL's path
         raise argparse.ArgumentTypeError(f"the topic prefix may not hold '+', '#' or empty levels, got {prefix!r}")
     return MqttTarget(parts.hostname, port, prefix or DEFAULT_PREFIX)
 
