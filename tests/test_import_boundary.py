@@ -28,3 +28,17 @@ print(json.dumps({{"label": result.label, "loaded": [m for m in {HEAVY!r} if m i
     assert out["label"] in {"fake", "real"}
     # onnx (the Python package) and tqdm are not runtime dependencies either
     assert out["loaded"] == []
+
+
+def test_live_modules_import_neither_pyav_nor_paho() -> None:
+    """The live path and its CLI options load PyAV and paho-mqtt only when a stream or broker is opened."""
+    code = """
+import json, sys
+import deepfake_edge.video.live, deepfake_edge.video.watch, deepfake_edge.video.mqtt, deepfake_edge.video.alerts
+from deepfake_edge.cli import build_parser
+build_parser().parse_args(["scan", "b", "rtsp://h/x", "--mqtt", "mqtt://h/p", "--alert", "2/4"])
+print(json.dumps([m for m in ("av", "paho", "torch") if m in sys.modules]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
