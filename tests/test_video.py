@@ -318,13 +318,15 @@ def test_cli_folder_mixing_videos_and_junk(binary_bundle: Path, tmp_path: Path) 
 
 def test_cli_unreachable_url_and_usage_errors(binary_bundle: Path, tmp_path: Path) -> None:
     clip = write_video(tmp_path / "ok.mp4", frames_of(10), rate=10)
-    proc = subprocess.run([*CLI, "scan", str(binary_bundle), "rtsp://127.0.0.1:9/cam", str(clip), "--timeout", "5"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    # files are scanned first, then the streams are watched
+    proc = subprocess.run([*CLI, "scan", str(binary_bundle), "rtsp://127.0.0.1:9/cam", str(clip), "--timeout", "5",
+                           "--reconnect-attempts", "0"], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert lines[0] == {"source": "rtsp://127.0.0.1:9/cam", "error": "VideoOpenError",
-                        "message": "rtsp://127.0.0.1:9/cam: cannot open (Connection refused)"}
-    assert lines[-1]["source"] == str(clip) and lines[-1]["frames"] == 1
+    assert lines[-1] == {"source": "rtsp://127.0.0.1:9/cam", "error": "VideoOpenError",
+                         "message": "rtsp://127.0.0.1:9/cam: cannot open (Connection refused)"}
+    assert lines[-2]["source"] == "rtsp://127.0.0.1:9/cam" and lines[-2]["status"] == "offline"
+    assert lines[-3]["source"] == str(clip) and lines[-3]["frames"] == 1
     bad = subprocess.run([*CLI, "scan", str(binary_bundle), str(clip), "--fps", "0"], capture_output=True, text=True,
                          timeout=60, check=False)
     assert bad.returncode == 2 and "--fps" in bad.stderr

@@ -208,8 +208,9 @@ class LiveReader:
                                         retry_in=None if gave_up else delay))
                 online = False
             if gave_up:
-                tries = f"{self.reconnect.attempts} reconnect attempt{'s' * (self.reconnect.attempts != 1)}"
-                self._post(type(error)(self.source, f"{error.reason} (gave up after {tries})"))
+                attempts = self.reconnect.attempts
+                tries = f" (gave up after {attempts} reconnect attempt{'s' * (attempts != 1)})" if attempts else ""
+                self._post(type(error)(self.source, error.reason + tries))
                 return
             if self._stop.wait(delay):
                 return
