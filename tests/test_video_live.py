@@ -159,7 +159,8 @@ def test_only_the_newest_frame_is_kept(rtsp: RtspServer) -> None:
     assert reader.dropped == reader.sampled - 1  # every sampled frame but the one kept
 
 
-def test_a_stall_times_out_and_reconnects(detector: Detector, rtsp: RtspServer) -> None:
+def test_a_stall_times_out_and_reconnects(detector: Detector, rtsp: RtspServer,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     """SIGSTOP the server: the connection stays open and silent; the read timeout ends the session."""
     stop = threading.Event()
     statuses: list[StatusChange] = []
@@ -177,6 +178,8 @@ def test_a_stall_times_out_and_reconnects(detector: Detector, rtsp: RtspServer) 
             rtsp.pause()
     assert [s.status for s in statuses[:3]] == ["online", "offline", "online"]
     assert "timeout" in (statuses[1].reason or "")
+    with capsys.disabled():  # the observed timeline, for the record (not asserted)
+        print("\nstall timeline (lines):", *(s.to_dict() for s in statuses), sep="\n  ")
 
 
 def test_a_silent_server_times_out(detector: Detector) -> None:
