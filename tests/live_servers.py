@@ -11,6 +11,8 @@ A missing Debian package skips with the install command, except under CI=true, w
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import signal
 import socket
@@ -65,10 +67,11 @@ def pattern_frame(index: int, width: int = 96, height: int = 64) -> np.ndarray:
 
 
 def make_h264(path: Path, *, seconds: float = 60.0, fps: int = 10, gop: int = 10) -> Path:
-    """An H.264 MP4 of :func:`pattern_frame` frames, encoded with PyAV's libx264."""
+    """An H.264 MP4 of :func:`pattern_frame` frames, encoded with PyAV's libx264; the index
+    (moov) comes first, so it streams over HTTP without range requests."""
     import av
 
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
         stream = out.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
         stream.options = {"g": str(gop), "bf": "0", "tune": "zerolatency"}
@@ -178,6 +181,27 @@ class Mosquitto:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+class HttpFileServer:
+    """Python's own HTTP server for the files of ``root``, on a free loopback port, in a thread."""
+
+    def __init__(self, root: Path) -> None:
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class SilentListener:

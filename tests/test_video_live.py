@@ -18,7 +18,7 @@ pytest.importorskip("av", reason="live-stream tests need the [video] extra (PyAV
 
 from deepfake_edge import Detector
 from deepfake_edge.errors import VideoOpenError, VideoSourceError, VideoTimeoutError
-from deepfake_edge.video import FrameResult, Sampling, VideoError
+from deepfake_edge.video import FrameResult, Sampling, ScanOptions, VideoError, scan
 from deepfake_edge.video.live import LiveReader, Reconnect, StatusChange, is_live
 from deepfake_edge.video.watch import (
     LiveItem,
@@ -27,7 +27,14 @@ from deepfake_edge.video.watch import (
     classify_live,
     watch,
 )
-from live_servers import RtspServer, SilentListener, free_port, make_h264, wait_for
+from live_servers import (
+    HttpFileServer,
+    RtspServer,
+    SilentListener,
+    free_port,
+    make_h264,
+    wait_for,
+)
 
 FPS = 10  # of the served clip
 
@@ -218,3 +225,22 @@ def test_a_stream_that_never_returns_errors_after_the_retries(detector: Detector
     assert outline == ["online", "offline", "VideoError"]
     error = items[-1].error  # type: ignore[union-attr]
     assert isinstance(error, VideoSourceError) and "gave up after 2 reconnect attempts" in str(error)
+
+
+def test_a_file_over_http_is_read_like_a_file(detector: Detector, tmp_path: Path) -> None:
+    """A progressive HTTP file declares its duration: every sampled frame is classified (nothing
+    dropped, no reconnect), its end ends the source, and the scores are those of scanning the file."""
+    clip = make_h264(tmp_path / "short.mp4", seconds=4, fps=FPS)
+    server = HttpFileServer(tmp_path)
+    try:
+        items = list(watch(detector, [server.url("short.mp4")], options(sampling=Sampling(fps=2))))
+    finally:
+        server.close()
+    expected = [i for i in scan(detector, str(clip), ScanOptions(Sampling(fps=2))) if isinstance(i, FrameResult)]
+    frames = [i for i in items if isinstance(i, FrameResult)]
+    assert [f.scores for f in frames] == [e.scores for e in expected] and len(frames) == 8
+    assert [i.to_dict()["reason"] for i in items if isinstance(i, StatusChange) and i.status == "offline"] == [
+        "the source ended"]
+    summary = items[-1]
+    assert isinstance(summary, LiveSummary) and (summary.dropped, summary.reconnects) == (0, 0)
+    assert summary.summary.duration == pytest.approx(4.0)

@@ -3,7 +3,8 @@
 A :class:`LiveReader` runs one thread per source. It decodes every frame (the codec
 needs them) and keeps only the newest frame due for sampling: when inference is
 slower than the camera, older due frames are replaced and counted as ``dropped``,
-so latency stays bounded instead of a backlog growing.
+so latency stays bounded instead of a backlog growing. A file served over HTTP (it
+declares a duration) is read like a file instead: every sampled frame, and its end is the end.
 
 The thread is also the watchdog. Opening and reading go through
 :class:`~deepfake_edge.video.frames.VideoReader`, whose FFmpeg timeouts turn a
@@ -40,6 +41,8 @@ LIVE_DEVICE_PREFIX = "/dev/video"
 # A pts-based time further than this from the wall clock means the stream's clock jumped
 # (a camera's timestamp reset or wrap): the session is re-anchored to the wall clock.
 _MAX_CLOCK_DRIFT_S = 5.0
+# How often a reader waiting for its frame to be taken looks at ``stop``.
+_POLL_S = 0.1
 
 
 # A file served over HTTP declares its duration and ends; a stream (RTSP, HLS, MJPEG) that
@@ -136,6 +139,7 @@ class LiveReader:
         self._clock = clock
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._taken = threading.Condition(self._lock)
         self._slot: LiveFrame | None = None
         self._events: list[LiveEvent] = []
         self._origin = clock()
@@ -165,8 +169,9 @@ class LiveReader:
         return self._clock() - self._origin
 
     def take(self) -> LiveFrame | None:
-        with self._lock:
+        with self._taken:
             frame, self._slot = self._slot, None
+            self._taken.notify_all()
         return frame
 
     def events(self) -> list[LiveEvent]:
@@ -180,8 +185,12 @@ class LiveReader:
             self._events.append(event)
         self._notify()
 
-    def _put(self, frame: LiveFrame) -> None:
-        with self._lock:
+    def _put(self, frame: LiveFrame, *, wait: bool) -> None:
+        """Offer ``frame``; with ``wait`` (a finite source) wait until the last one was taken instead
+        of replacing it: a file is read as fast as the decoder goes, not at the camera's pace."""
+        with self._taken:
+            while wait and self._slot is not None and not self._stop.is_set():
+                self._taken.wait(_POLL_S)
             self.dropped += self._slot is not None
             self._slot = frame
         self._notify()
@@ -226,6 +235,7 @@ class LiveReader:
         except VideoSourceError as exc:
             return self._as_timeout(exc, started, self.sampling.open_timeout_s, "open"), False
         anchor: float | None = None
+        finite = self.source.lower().startswith(_FINITE_SCHEMES) and reader.declared_duration is not None
         with reader:
             last_frame = self._clock()
             try:
@@ -248,14 +258,14 @@ class LiveReader:
                         self._post(StatusChange(self.source, "online", time_s, reconnects=self.reconnects))
                     if sampler.take(time_s):
                         self.sampled += 1
-                        self._put(LiveFrame(self.source, time_s, frame, reader))
+                        self._put(LiveFrame(self.source, time_s, frame, reader), wait=finite)
             except VideoSourceError as exc:
                 if self._stop.is_set():
                     return None
                 return self._as_timeout(exc, last_frame, self.sampling.read_timeout_s, "read"), delivered
             if self._stop.is_set():
                 return None
-            if self.source.lower().startswith(_FINITE_SCHEMES) and reader.declared_duration is not None:
+            if finite:
                 return reader.position
         return VideoSourceError(self.source, "the stream ended"), delivered
 
