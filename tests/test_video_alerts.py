@@ -80,3 +80,13 @@ def test_bad_rules_are_usage_errors(text: str) -> None:
     assert alert_rule("3/5") == (3, 5)
     with pytest.raises(ValueError, match="K <= N"):
         AlertRule(4, 3, 0.5)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--alert", "5/3"), ("--mqtt", "mqtt://h/#"),
+                                               ("--reconnect-attempts", "-1"), ("--reconnect-delay", "0")])
+def test_live_options_refuse_bad_values(option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from deepfake_edge.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["scan", "bundle", "rtsp://cam/1", option, value])
+    assert exit_info.value.code == 2 and option in capsys.readouterr().err
