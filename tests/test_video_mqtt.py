@@ -126,7 +126,7 @@ def test_scan_publishes_status_alerts_and_summary(binary_bundle: Path, rtsp: Rts
     # retained: a client that subscribes afterwards learns the last status
     late = Subscriber(broker.port, "pfx/#")
     try:
-        wait_for(lambda: len(late.messages) >= 2, 10, "retained messages")
+        wait_for(lambda: len(late.messages) >= 3, 10, "the 3 retained messages")
     finally:
         late.close()
     retained = {t: p for t, p, r in late.messages if r}
