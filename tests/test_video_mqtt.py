@@ -96,12 +96,14 @@ def test_scan_publishes_status_alerts_and_summary(binary_bundle: Path, rtsp: Rts
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     lines: list[dict[str, object]] = []
+    signalled = False
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(json.loads(line))
-            if sum("label" in r and "time" in r for r in lines) == 4:
+            if sum("label" in r and "time" in r for r in lines) == 4 and not signalled:
                 proc.send_signal(signal.SIGTERM)
+                signalled = True
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()

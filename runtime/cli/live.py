@@ -110,17 +110,19 @@ def watch_sources(args: argparse.Namespace, detector: Detector, sources: Sequenc
     sink = MqttSink(publisher, cameras, frames=args.mqtt_frames) if publisher is not None else None
     failed = 0
     stop = threading.Event()
-    try:
-        with _stop_on_signals(stop):
+    # Signals only set ``stop`` until the end of the shutdown (bounded by the timeouts), so a
+    # second SIGTERM cannot cut the summaries or the last alerts short.
+    with _stop_on_signals(stop):
+        try:
             for item in watch(detector, sources, options, stop=stop):
                 failed += isinstance(item, VideoError)
                 print(json.dumps(item.to_dict()), flush=True)
                 if sink is not None:
                     sink(item)
-    finally:
-        if publisher is not None:
-            publisher.close(flush_timeout=args.mqtt_timeout)
-            if publisher.dropped:
-                print(f"deepfake-edge scan: mqtt: {publisher.dropped} messages could not be published",
-                      file=sys.stderr)
+        finally:
+            if publisher is not None:
+                publisher.close(flush_timeout=args.mqtt_timeout)
+                if publisher.dropped:
+                    print(f"deepfake-edge scan: mqtt: {publisher.dropped} messages could not be published",
+                          file=sys.stderr)
     return failed
