@@ -13,7 +13,7 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtspServer
 
 port, video, mount, lifetime = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 Gst.init(None)
