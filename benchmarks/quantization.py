@@ -176,10 +176,10 @@ def _int8_variant(bundle: Path, path: Path, num_heads: int, hidden_size: int, *,
     """
     import onnx
     from deepfake_edge import Detector
-    from deepfake_edge.export.graph_fusions import fuse_graph
-    from deepfake_edge.export.per_token_int8 import quantize_per_token
+    from deepfake_edge.export.fusions import fuse_graph
+    from deepfake_edge.export.quantize import quantize_per_token
     from deepfake_edge.export.sample_images import heldout_images
-    from deepfake_edge.export.smoothing import DEFAULT_ALPHA, smooth_layernorms
+    from deepfake_edge.export.tuning import DEFAULT_ALPHA, smooth_layernorms
 
     calibration = Detector.load(bundle, "fp32").preprocess([i.image for i in heldout_images()[:4]])
     model = onnx.load(bundle / "model.onnx")
