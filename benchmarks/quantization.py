@@ -4,7 +4,7 @@
     python -m deepfake_edge.benchmarks.quantization latency  --out quant-results --threads 2
 
 *fidelity* builds the real-weights proxy (pretrained DINOv2-small weights in a
-SigLIP classifier, see ``real_weights_proxy``), exports every recipe with the
+SigLIP classifier, see ``deepfake_edge.export.proxy``), exports every recipe with the
 normal export path, then compares each variant with fp32 ONNX of the same
 checkpoint on ~128 held-out images (never the images the head was fitted on or
 the recipes calibrated on), one image per run.
@@ -49,7 +49,7 @@ def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int
     from deepfake_edge.export.fidelity import compare
     from deepfake_edge.export.sample_images import heldout_images
 
-    from .real_weights_proxy import build_proxy
+    from deepfake_edge.export.proxy import build_proxy
 
     checkpoint = proxy or out / "proxy-checkpoint"
     if proxy is None and not (checkpoint / "config.json").is_file():
