@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from deepfake_edge.session import INPUT_NAME
 
 
 def profile_ops(model: Path, input_shape: tuple[int, ...], *, threads: int = 2, runs: int = 3) -> dict[str, float]:
@@ -27,9 +28,9 @@ def profile_ops(model: Path, input_shape: tuple[int, ...], *, threads: int = 2, 
         options.profile_file_prefix = os.path.join(tmp, "prof")
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         x = np.random.default_rng(0).normal(size=input_shape).astype(np.float32)
-        session.run(None, {"pixel_values": x})  # warm-up (also profiled; excluded below)
+        session.run(None, {INPUT_NAME: x})  # warm-up (also profiled; excluded below)
         for _ in range(runs):
-            session.run(None, {"pixel_values": x})
+            session.run(None, {INPUT_NAME: x})
         events = json.loads(Path(session.end_profiling()).read_text())
     per_op: dict[str, list[float]] = defaultdict(list)
     run_index = -1
