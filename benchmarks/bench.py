@@ -107,7 +107,8 @@ def engine_specs(bundle: Bundle, engines: tuple[str, ...] | None = None) -> list
     specs += [EngineSpec("optimum", name, f"Optimum ORTModel {name}", variants[name].file)
               for name in OPTIMUM_VARIANTS if name in variants]
     specs += [EngineSpec("deepfake-edge", name, f"deepfake-edge {name}", spec.file) for name, spec in variants.items()]
-    return [spec for spec in specs if engines is None or spec.engine in engines or (spec.engine, spec.variant) == BASELINE]
+    return [spec for spec in specs
+            if engines is None or spec.engine in engines or (spec.engine, spec.variant) == BASELINE]
 
 
 def _split(total: int, rounds: int) -> list[int]:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from deepfake_edge.bundle import Bundle
 from deepfake_edge.export.sample_images import (
     PHOTOS,
@@ -28,7 +30,6 @@ from deepfake_edge.export.sample_images import (
 )
 from deepfake_edge.images import load_rgb
 from deepfake_edge.preprocess import preprocess
-from PIL import Image
 
 __all__ = ["BenchInputs", "make_inputs"]
 
@@ -56,7 +57,8 @@ def _large_photo(size: tuple[int, int], seed: int) -> tuple[str, Image.Image]:
             package, rel = PHOTOS[name]
             return (f"{package}/{rel}, upscaled to {width}x{height} with noise",
                     with_sensor_noise(photo.resize(size, Image.Resampling.BICUBIC), rng))
-    return f"synthetic smooth noise, {width}x{height} (no shipped photo installed)", synthetic_image("smooth", size, rng)
+    origin = f"synthetic smooth noise, {width}x{height} (no shipped photo installed)"
+    return origin, synthetic_image("smooth", size, rng)
 
 
 def make_inputs(out_dir: Path, bundle: Path, *, size: tuple[int, int] = JPEG_SIZE, seed: int = 0) -> BenchInputs:

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from deepfake_edge.export.sample_images import synthetic_image
 
 __all__ = ["PhaseResult", "main", "run_clients", "synthetic_jpeg"]

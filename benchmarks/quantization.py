@@ -85,13 +85,15 @@ def fidelity_table(result: dict[str, Any]) -> str:
         f"Real-weights proxy, {result['images']} held-out images (seed {result.get('seed', 1)}), each variant vs "
         "fp32 ONNX, one image per run.",
         "",
-        "| variant | file MB | label agreement | max \\|ΔP(fake)\\| | mean \\|ΔP(fake)\\| | boundary max | boundary mean | notes |",
+        "| variant | file MB | label agreement | max \\|ΔP(fake)\\| | mean \\|ΔP(fake)\\| | boundary max "
+        "| boundary mean | notes |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in result["rows"]:
         notes = ", ".join(f"{k}={len(v) if isinstance(v, list) else v}" for k, v in r["notes"].items())
         lines.append(f"| {r['variant']} | {r['file_mb']} | {r['label_agreement']:.1%} | {r['max_abs_dp']:.4f} | "
-                     f"{r['mean_abs_dp']:.5f} | {r['boundary_max_abs_dp']:.4f} | {r['boundary_mean_abs_dp']:.5f} | {notes} |")
+                     f"{r['mean_abs_dp']:.5f} | {r['boundary_max_abs_dp']:.4f} | {r['boundary_mean_abs_dp']:.5f} "
+                     f"| {notes} |")
     return "\n".join(lines)
 
 
@@ -114,7 +116,8 @@ def latency(out: Path, threads: int, runs: int | None = None, *, quick: bool = F
     if not (checkpoint / "config.json").is_file():
         build_random_checkpoint(arch, checkpoint)
     bundle = out / f"{arch.name}-bundle"
-    if not (bundle / MANIFEST_NAME).is_file() or not set(recipes) <= set(Manifest.read(bundle / MANIFEST_NAME).variants):
+    manifest_path = bundle / MANIFEST_NAME
+    if not manifest_path.is_file() or not set(recipes) <= set(Manifest.read(manifest_path).variants):
         export_bundle(str(checkpoint), bundle, variants=recipes, overwrite=True, tune=False,
                       validation_images=heldout_images()[:4], calibration_limit=8)
     _add_int8_variants(out, bundle, arch.num_attention_heads, arch.hidden_size)
@@ -137,6 +140,7 @@ def _add_int8_variants(out: Path, bundle: Path, num_heads: int, hidden_size: int
     import dataclasses
 
     import onnx
+
     from deepfake_edge import Detector
     from deepfake_edge.export.bundle_writer import add_variant, write_manifest
     from deepfake_edge.export.int8 import untuned_int8
@@ -210,7 +214,8 @@ def latency_table(result: dict[str, Any]) -> str:
             continue
         lines.append(f"| {r['engine']} | {r['median_ms']:.0f} | {r['p95_ms']:.0f} | {times(r['speedup_vs_torch'])} | "
                      f"{times(r['speedup_vs_ort_fp32'])} | {r['file_mb'] if r['file_mb'] is not None else '–'} |")
-    lines += ["", "Per-op kernel time (ms per image, onnxruntime profiler):", "", format_profile(result["profiles"], top=16)]
+    lines += ["", "Per-op kernel time (ms per image, onnxruntime profiler):", "",
+              format_profile(result["profiles"], top=16)]
     return "\n".join(lines)
 
 

@@ -1,4 +1,7 @@
-"""The former name of ``python -m deepfake_edge.export.proxy`` (the proxy builder is model surgery, filed under export)."""
+"""The former name of ``python -m deepfake_edge.export.proxy``.
+
+The proxy builder is model surgery, so it lives under export; this name keeps old commands working.
+"""
 
 from deepfake_edge.export.proxy.__main__ import main
 

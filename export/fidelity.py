@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
+
 from deepfake_edge.labels import softmax
 from deepfake_edge.session import create_session, run_logits
 

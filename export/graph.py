@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from deepfake_edge.session import INPUT_NAME, create_session
 from onnx import TensorProto, helper, numpy_helper
+
+from deepfake_edge.session import INPUT_NAME, create_session
 
 MS_DOMAIN = "com.microsoft"
 
@@ -127,11 +128,15 @@ def _prune(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProt
     return kept[::-1]
 
 
-def iter_tensors(model: onnx.ModelProto, names: Sequence[str], pixel_values: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
+def iter_tensors(
+    model: onnx.ModelProto, names: Sequence[str], pixel_values: np.ndarray
+) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``{name: value}`` for each image of ``pixel_values`` (one image per run)."""
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     existing = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n not in existing)
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n not in existing
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.onnx"
         onnx.save(probe, path)
@@ -140,7 +145,7 @@ def iter_tensors(model: onnx.ModelProto, names: Sequence[str], pixel_values: np.
         session = create_session(path, optimization="basic")
         for image in pixel_values:
             values = session.run(list(names), {INPUT_NAME: image[None]})
-            yield dict(zip(names, values))
+            yield dict(zip(names, values, strict=True))
 
 
 def capture_max_abs(model: onnx.ModelProto, names: Sequence[str], pixel_values: np.ndarray) -> dict[str, np.ndarray]:

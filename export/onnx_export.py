@@ -15,14 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from deepfake_edge.images import to_rgb
-from deepfake_edge.preprocess import PreprocessConfig, preprocess
-from deepfake_edge.session import INPUT_NAME
 from optimum.exporters.onnx import onnx_export_from_model
 from optimum.exporters.onnx.model_configs import ViTOnnxConfig
 from optimum.exporters.tasks import TasksManager
 from optimum.utils.normalized_config import NormalizedVisionConfig
 from transformers import AutoConfig, SiglipForImageClassification, SiglipImageProcessor
+
+from deepfake_edge.images import to_rgb
+from deepfake_edge.preprocess import PreprocessConfig, preprocess
+from deepfake_edge.session import INPUT_NAME
 
 from .errors import ExportError, ValidationError
 from .fidelity import run_per_image

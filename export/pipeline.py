@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
 from deepfake_edge.bundle import CONFIG_NAME, PREPROCESSOR_NAME
 from deepfake_edge.labels import read_labels
 from deepfake_edge.manifest import Decision, Manifest
@@ -124,7 +125,8 @@ def export_bundle(
         with _step(log, "exporting fp32 ONNX with Optimum"):
             fp32 = export_fp32(checkpoint, stage)
         with _step(log, f"validating fp32 ONNX against torch on {len(images)} images"):
-            validation, pixel_values, reference = validate_export(checkpoint, fp32, stage / PREPROCESSOR_NAME, images, atol=atol)
+            validation, pixel_values, reference = validate_export(checkpoint, fp32, stage / PREPROCESSOR_NAME, images,
+                                                                  atol=atol)
         log(
             f"   preprocessing max |diff| vs transformers: {validation['preprocess_max_abs_diff']:g}; "
             f"fp32 logits max |diff| vs torch: {validation['fp32_vs_torch_max_abs_logit_diff']:.2e}"

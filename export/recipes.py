@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+
 from deepfake_edge.session import INPUT_NAME
 
 from .fidelity import FidelityBudget

@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import onnx
-import pytest
 
 CPU_VARIANTS = ["fp32", "int8", "int8-ort", "int8-static", "int8-ov", "int4", "int8-unfused"]
 
@@ -24,7 +23,6 @@ def _ops(path: Path) -> Counter[str]:
     return Counter(node.op_type for node in onnx.load(path).graph.node)
 
 
-@pytest.mark.slow
 def test_latency_quick_times_every_recipe_through_the_bench_harness(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "deepfake_edge.benchmarks.quantization", "latency", "--quick", "--threads", "1",

@@ -13,8 +13,8 @@ import torch
 from transformers import SiglipForImageClassification, SiglipImageProcessor
 
 from deepfake_edge import Detector
-from deepfake_edge.session import INPUT_NAME, OUTPUT_NAME
 from deepfake_edge.export.sample_images import heldout_images
+from deepfake_edge.session import INPUT_NAME, OUTPUT_NAME
 
 ALL_RECIPES = ["fp32", "int8", "int8-ort", "int8-static", "int8-ov", "int4", "fp16"]
 
