@@ -34,6 +34,7 @@ from deepfake_edge.bundle import Bundle
 from deepfake_edge.progress import StepProgress
 from deepfake_edge.session import default_threads
 
+from .engines import ENGINES
 from .footprint import measure_stacks
 from .inputs import BenchInputs, make_inputs
 from .limits import machine_limits
@@ -78,6 +79,7 @@ class BenchOptions:
     warmup: int = 2  # untimed batch-1 runs after the cold start
     rounds: int = 5  # the runs are split over this many interleaved rounds
     quick: bool = False
+    engines: tuple[str, ...] | None = None  # keys of engines.ENGINES to run (None: all); torch always runs
     cache_dir: Path = field(default_factory=default_cache_dir)
     rebuild: bool = False
     progress: bool = True
@@ -96,14 +98,18 @@ class BenchOptions:
 QUICK: dict[str, Any] = {"architecture": "tiny", "runs": 6, "e2e_runs": 3, "batch_runs": 2, "warmup": 1, "rounds": 3}
 
 
-def engine_specs(bundle: Bundle) -> list[EngineSpec]:
-    """The baseline first, then Optimum on fp32/int8, then this runtime on every variant of the bundle."""
+def engine_specs(bundle: Bundle, engines: tuple[str, ...] | None = None) -> list[EngineSpec]:
+    """The baseline first, then Optimum on fp32/int8, then this runtime on every variant of the bundle.
+
+    ``engines`` keeps only those engine keys (the baseline always runs: every ratio is taken against it).
+    """
     variants = bundle.manifest.variants
     specs = [EngineSpec("torch", "fp32", "torch fp32 eager (transformers)", "checkpoint")]
     specs += [EngineSpec("optimum", name, f"Optimum ORTModel {name}", variants[name].file)
               for name in OPTIMUM_VARIANTS if name in variants]
     specs += [EngineSpec("deepfake-edge", name, f"deepfake-edge {name}", spec.file) for name, spec in variants.items()]
-    return specs
+    return [spec for spec in specs
+            if engines is None or spec.engine in engines or (spec.engine, spec.variant) == BASELINE]
 
 
 def _split(total: int, rounds: int) -> list[int]:
@@ -284,11 +290,12 @@ def _warm_caches(model: ModelUnderTest, specs: list[EngineSpec]) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str, Any]:
+def run_bench(options: BenchOptions, argv: list[str] | None = None,
+              program: tuple[str, ...] = ("deepfake-edge", "bench")) -> dict[str, Any]:
     """Run the benchmark and write results.json, results.md and results.png into ``options.out_dir``.
 
-    ``argv`` is recorded as the command that made the results. Returns the
-    results dictionary (the content of results.json).
+    ``program`` plus ``argv`` is recorded as the command that made the results.
+    Returns the results dictionary (the content of results.json).
     """
     from .chart import write_chart
     from .report import write_reports
@@ -296,6 +303,9 @@ def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str,
     for name in ("runs", "e2e_runs", "batch_runs", "rounds"):
         if getattr(options, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(options, name)}")
+    unknown = sorted(set(options.engines or ()) - set(ENGINES))
+    if unknown:
+        raise ValueError(f"unknown engines {unknown}; choose from {sorted(ENGINES)}")
     if options.batch_size < 2 or options.warmup < 0:
         raise ValueError(f"batch_size must be >= 2 (batch 1 is always measured) and warmup >= 0, "
                          f"got {options.batch_size} and {options.warmup}")
@@ -320,7 +330,7 @@ def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str,
     model: ModelUnderTest = timed("prepare_s", lambda: prepare_model(
         model=options.model, bundle=options.bundle, architecture=options.architecture,
         cache_dir=options.cache_dir, rebuild=options.rebuild, log=log))
-    specs = engine_specs(Bundle.open(model.bundle))
+    specs = engine_specs(Bundle.open(model.bundle), options.engines)
 
     with StepProgress(_total_steps(len(specs), options), enabled=options.progress) as progress:
         progress.step()
@@ -346,7 +356,7 @@ def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str,
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "created": created,
-            "command": ["deepfake-edge", "bench", *(argv or [])],
+            "command": [*program, *(argv or [])],
             "model": model.to_dict(),
             "weights_note": RANDOM_LABEL if model.random_weights else None,
             "baseline": {"engine": BASELINE[0], "variant": BASELINE[1]},

@@ -14,27 +14,29 @@ reproduces transformers' ``SiglipImageProcessor`` bit for bit (tests/test_prepro
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from deepfake_edge.bundle import Bundle
+from deepfake_edge.export.sample_images import (
+    PHOTOS,
+    photo_path,
+    synthetic_image,
+    with_sensor_noise,
+)
 from deepfake_edge.images import load_rgb
 from deepfake_edge.preprocess import preprocess
-from PIL import Image
 
 __all__ = ["BenchInputs", "make_inputs", "write_jpeg"]
 
 JPEG_SIZE = (4000, 3000)  # 12 MP, 4:3 like most phone cameras
 JPEG_QUALITY = 90
-# Shipped photos tried in order (package, path inside it); the first installed one is used.
-SOURCE_PHOTOS: tuple[tuple[str, str], ...] = (
-    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-    ("skimage", "data/astronaut.png"),
-    ("sklearn", "datasets/images/china.jpg"),
-)
+# Shipped photos tried in order (names in sample_images.PHOTOS); the first installed one is used.
+SOURCE_PHOTOS: tuple[str, ...] = ("grace_hopper", "astronaut", "china")
 
 
 @dataclass(frozen=True)
@@ -44,33 +46,19 @@ class BenchInputs:
     description: dict[str, Any]
 
 
-def _shipped_photo() -> tuple[str, Image.Image] | None:
-    for package, rel in SOURCE_PHOTOS:
-        spec = importlib.util.find_spec(package)  # locate without importing the package
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        path = Path(next(iter(spec.submodule_search_locations))) / rel
-        if path.is_file():
-            with Image.open(path) as im:
-                return f"{package}/{rel}", im.convert("RGB")
-    return None
-
-
 def _large_photo(size: tuple[int, int], seed: int) -> tuple[str, Image.Image]:
     rng = np.random.default_rng(seed)
     width, height = size
-    found = _shipped_photo()
-    if found is not None:
-        source, photo = found
-        base = photo.resize(size, Image.Resampling.BICUBIC)
-        origin = f"{source}, upscaled to {width}x{height} with noise"
-    else:
-        small = rng.integers(0, 256, size=(height // 100, width // 100, 3), dtype=np.uint8)
-        base = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
-        origin = f"synthetic smooth noise, {width}x{height} (no shipped photo installed)"
-    noise = rng.integers(-6, 7, size=(height, width, 3), dtype=np.int16)
-    arr = np.clip(np.asarray(base, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
-    return origin, Image.fromarray(arr)
+    for name in SOURCE_PHOTOS:
+        path = photo_path(name)
+        if path is not None:
+            with Image.open(path) as im:
+                photo = im.convert("RGB")
+            package, rel = PHOTOS[name]
+            return (f"{package}/{rel}, upscaled to {width}x{height} with noise",
+                    with_sensor_noise(photo.resize(size, Image.Resampling.BICUBIC), rng))
+    origin = f"synthetic smooth noise, {width}x{height} (no shipped photo installed)"
+    return origin, synthetic_image("smooth", size, rng)
 
 
 def write_jpeg(path: Path, size: tuple[int, int] = JPEG_SIZE, seed: int = 0) -> str:

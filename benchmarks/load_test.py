@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from deepfake_edge.export.sample_images import synthetic_image
 
 __all__ = ["PhaseResult", "main", "run_clients", "synthetic_jpeg"]
 
@@ -47,13 +48,9 @@ EXIT_OK, EXIT_ERRORS = 0, 1
 
 # -- the request body ------------------------------------------------------------
 def synthetic_jpeg(width: int = 1280, height: int = 720, seed: int = 0) -> bytes:
-    """A camera-frame-sized JPEG (smooth gradients plus noise), so decoding costs what it would."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([x / width, y / height, (x + y) / (width + height)], axis=-1) * 200
-    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    """A camera-frame-sized JPEG of a photo-like synthetic image, so decoding costs what it would."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, "JPEG", quality=90)
+    synthetic_image("smooth", (width, height), np.random.default_rng(seed)).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
 
 

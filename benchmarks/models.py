@@ -11,7 +11,6 @@ needs them while it builds or exports a checkpoint.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 from collections.abc import Callable
@@ -122,16 +121,13 @@ def _slug(text: str) -> str:
 
 
 def export_fingerprint() -> str:
-    """A short hash of the export package's source: a cached bundle is reused only by the same export code.
+    """A short hash of the export package's source: a cached bundle is reused only by the same export code."""
+    import deepfake_edge.export  # light: its heavy modules load on first use
 
-    The package is located without importing it (that would import torch).
-    """
-    spec = importlib.util.find_spec("deepfake_edge.export")
-    if spec is None or not spec.submodule_search_locations:
-        return "unknown"
+    root = Path(deepfake_edge.export.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -179,8 +175,7 @@ def prepare_model(
         random_weights = True
     bundle_dir = root / f"bundle-{export_fingerprint()}"
     if rebuild or not _usable_bundle(bundle_dir):
-        from deepfake_edge.export import export_bundle
-        from deepfake_edge.export.logs import quiet_third_party_logs
+        from deepfake_edge.export import export_bundle, quiet_third_party_logs
 
         quiet_third_party_logs()
         log(f"exporting {checkpoint} to {bundle_dir}")

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from deepfake_edge.session import INPUT_NAME
+
 
 def profile_ops(model: Path, input_shape: tuple[int, ...], *, threads: int = 2, runs: int = 3) -> dict[str, float]:
     """Mean milliseconds per run spent in each op type (kernel time, not wall)."""
@@ -27,9 +29,9 @@ def profile_ops(model: Path, input_shape: tuple[int, ...], *, threads: int = 2, 
         options.profile_file_prefix = os.path.join(tmp, "prof")
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         x = np.random.default_rng(0).normal(size=input_shape).astype(np.float32)
-        session.run(None, {"pixel_values": x})  # warm-up (also profiled; excluded below)
+        session.run(None, {INPUT_NAME: x})  # warm-up (also profiled; excluded below)
         for _ in range(runs):
-            session.run(None, {"pixel_values": x})
+            session.run(None, {INPUT_NAME: x})
         events = json.loads(Path(session.end_profiling()).read_text())
     per_op: dict[str, list[float]] = defaultdict(list)
     run_index = -1
@@ -47,7 +49,8 @@ def profile_ops(model: Path, input_shape: tuple[int, ...], *, threads: int = 2, 
 def format_profile(profiles: dict[str, dict[str, float]], top: int = 12) -> str:
     """A markdown table: op type x variant, in ms per image."""
     names = list(profiles)
-    ops = sorted({op for p in profiles.values() for op in p}, key=lambda op: -max(p.get(op, 0.0) for p in profiles.values()))
+    ops = sorted({op for p in profiles.values() for op in p},
+                 key=lambda op: -max(p.get(op, 0.0) for p in profiles.values()))
     lines = ["| op | " + " | ".join(f"{n} (ms)" for n in names) + " |", "|---|" + "---:|" * len(names)]
     for op in ops[:top]:
         lines.append(f"| {op} | " + " | ".join(f"{profiles[n].get(op, 0.0):.1f}" for n in names) + " |")

@@ -1,13 +1,15 @@
-"""Write a bundle directory atomically: build it in a temp dir, then rename."""
+"""Write a bundle: its directory atomically (built in a temp dir, then renamed), its manifest entries."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from deepfake_edge.bundle import sha256_file
 from deepfake_edge.manifest import MANIFEST_NAME, Manifest, Variant
@@ -28,18 +30,28 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def variant_entry(root: Path, recipe: Recipe, built: dict, fidelity: dict | None) -> Variant:
-    path = root / recipe.file
-    return Variant(
-        file=recipe.file,
-        sha256=sha256_file(path),
-        bytes=path.stat().st_size,
-        recipe=recipe.manifest_entry(built),
-        batch_invariant=recipe.batch_invariant,
-        fidelity=fidelity,
-        backend=recipe.backend,
-        backend_options=recipe.backend_options,
-    )
+def file_variant(root: Path, file: str, recipe: dict[str, Any], **fields: Any) -> Variant:
+    """The manifest entry of ``root / file``: its hash and size, ``recipe`` and any other ``Variant`` field."""
+    path = root / file
+    return Variant(file=file, sha256=sha256_file(path), bytes=path.stat().st_size, recipe=recipe, **fields)
+
+
+def variant_entry(root: Path, recipe: Recipe, built: dict[str, Any], fidelity: dict[str, Any] | None) -> Variant:
+    return file_variant(root, recipe.file, recipe.manifest_entry(built), batch_invariant=recipe.batch_invariant,
+                        fidelity=fidelity, backend=recipe.backend, backend_options=recipe.backend_options)
+
+
+def add_variant(root: Path, name: str, file: str, recipe: dict[str, Any], *, batch_invariant: bool) -> Manifest:
+    """Record one more model file of the bundle ``root`` in its manifest, as variant ``name``.
+
+    The latency benchmark times graphs no recipe makes (int8 without the graph
+    fusions, say) through the same harness as every variant.
+    """
+    manifest = Manifest.read(root / MANIFEST_NAME)
+    variant = file_variant(root, file, {"name": name, **recipe}, batch_invariant=batch_invariant)
+    manifest = dataclasses.replace(manifest, variants={**manifest.variants, name: variant})
+    write_manifest(root, manifest)
+    return manifest
 
 
 @contextmanager

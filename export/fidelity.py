@@ -1,20 +1,35 @@
-"""How far a variant's probabilities move from the fp32 model's, image by image."""
+"""Fidelity: how far a variant's probabilities move from the fp32 model's, and the budget it must meet.
+
+Every figure is measured one image per run, against fp32 ONNX of the same
+checkpoint on the same pixel values. The export reports it on held-out images;
+recipes score their candidates on the calibration images.
+"""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
+
 from deepfake_edge.labels import softmax
-from deepfake_edge.session import create_session
+from deepfake_edge.session import create_session, run_logits
+
+from .errors import FidelityBudgetError
+
+if TYPE_CHECKING:
+    from .recipes import BuildContext
 
 
 def run_per_image(model: Path, pixel_values: np.ndarray, *, backend: str = "onnxruntime",
                   backend_options: dict[str, str] | None = None) -> np.ndarray:
-    """Logits, one image per call: how the runtime serves dynamic-quantized variants."""
+    """Logits of the model file, one image per run (the runtime's path for variants that are not batch-invariant)."""
     session = create_session(model, backend=backend, backend_options=backend_options)
-    return np.concatenate([session.run(["logits"], {"pixel_values": pixel_values[i : i + 1]})[0] for i in range(len(pixel_values))])
+    return run_logits(session, pixel_values, per_image=True)
 
 
 def compare(
@@ -48,3 +63,81 @@ def compare(
         "boundary_mean_abs_dp": float(boundary.mean()),
         "worst_image": names[worst],
     }
+
+
+# -- the budget --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FidelityBudget:
+    """Limits on how far a variant may move from fp32 (measured one image per run).
+
+    Defaults come from the product's promise: the int8 detector must keep the
+    fp32 detector's judgement on practically every image.
+    """
+
+    min_agreement: float = 0.995
+    max_abs_dp: float = 0.03
+    mean_abs_dp: float = 0.0025
+
+    def misses(self, fidelity: dict[str, Any]) -> list[str]:
+        """Human-readable list of the limits ``fidelity`` breaks (empty when within budget)."""
+        out = []
+        if fidelity["label_agreement"] < self.min_agreement:
+            out.append(f"label agreement {fidelity['label_agreement']:.2%} < {self.min_agreement:.2%}")
+        if fidelity["max_abs_dp"] > self.max_abs_dp:
+            out.append(f"max |dP| {fidelity['max_abs_dp']:.4f} > {self.max_abs_dp:g}")
+        if fidelity["mean_abs_dp"] > self.mean_abs_dp:
+            out.append(f"mean |dP| {fidelity['mean_abs_dp']:.5f} > {self.mean_abs_dp:g}")
+        return out
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def enforce(variant: str, fidelity: dict[str, Any], budget: FidelityBudget, *, where: str, strict: bool,
+            log: Callable[[str], None]) -> bool:
+    """Log (loudly) or raise when ``fidelity`` misses ``budget``; return whether it was met."""
+    misses = budget.misses(fidelity)
+    if not misses:
+        return True
+    message = f"{variant} misses its fidelity budget on the {where} images: " + "; ".join(misses)
+    if strict:
+        raise FidelityBudgetError(message + " (--strict)")
+    log("!! WARNING: " + message)
+    return False
+
+
+# -- scoring a recipe's candidates on the calibration images -----------------------------------
+def file_fidelity(path: Path, ctx: BuildContext, *, backend: str = "onnxruntime",
+                  backend_options: dict[str, str] | None = None) -> dict[str, Any]:
+    """Fidelity of the model at ``path`` vs fp32 on ``ctx.calibration``, one image per run."""
+    logits = run_per_image(path, ctx.calibration, backend=backend, backend_options=backend_options)
+    return compare(ctx.calibration_reference, logits, ctx.calibration_names, ctx.labels, ctx.positive)
+
+
+def calibration_fidelity(model: onnx.ModelProto, ctx: BuildContext, *, backend: str = "onnxruntime",
+                         backend_options: dict[str, str] | None = None) -> dict[str, Any]:
+    """Like :func:`file_fidelity`, for a model still in memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "candidate.onnx"
+        onnx.save(model, path)
+        return file_fidelity(path, ctx, backend=backend, backend_options=backend_options)
+
+
+def budget_score(fidelity: dict[str, Any], budget: FidelityBudget) -> float:
+    """One number to rank candidates: the worst ratio to the budget (lower is better).
+
+    It uses the *boundary* |dP| figures (see :func:`compare`): calibration
+    photos are often classified with confidence, where |dP| hides logit error,
+    while the held-out images that matter sit near the decision boundary.
+    """
+    disagreement = 1.0 - fidelity["label_agreement"]
+    allowed = max(1.0 - budget.min_agreement, 1e-9)
+    return max(fidelity["boundary_max_abs_dp"] / max(budget.max_abs_dp, 1e-12),
+               fidelity["boundary_mean_abs_dp"] / max(budget.mean_abs_dp, 1e-12),
+               disagreement / allowed)
+
+
+def summary(fidelity: dict[str, Any]) -> str:
+    """The figures a tuning step logs for each candidate."""
+    return (f"max |dP| {fidelity['max_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f}; "
+            f"at the boundary: max {fidelity['boundary_max_abs_dp']:.4f}, mean {fidelity['boundary_mean_abs_dp']:.5f}")

@@ -3,40 +3,39 @@
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
 from deepfake_edge.bundle import CONFIG_NAME, PREPROCESSOR_NAME
 from deepfake_edge.labels import read_labels
 from deepfake_edge.manifest import Decision, Manifest
 from deepfake_edge.preprocess import PreprocessConfig, preprocess
 from deepfake_edge.session import require_backend
 
-from .budget import FidelityBudget, enforce
-from .build_context import BuildContext
+from . import DEFAULT_MODEL
 from .bundle_writer import (
     package_versions,
     staging_directory,
     variant_entry,
     write_manifest,
 )
-from .checkpoint import DEFAULT_MODEL, load_checkpoint
 from .errors import ExportError
-from .evaluate_candidate import file_fidelity
-from .fidelity import compare, run_per_image
-from .onnx_export import export_fp32
-from .recipes import DEFAULT_VARIANT, DEFAULT_VARIANTS, RECIPES
+from .fidelity import FidelityBudget, compare, enforce, file_fidelity, run_per_image
+from .onnx_export import DEFAULT_ATOL, export_fp32, load_checkpoint, validate_export
+from .recipes import DEFAULT_VARIANT, DEFAULT_VARIANTS, RECIPES, BuildContext
 from .sample_images import (
     NamedImage,
     calibration_images,
     heldout_images,
     load_directory,
 )
-from .validate import DEFAULT_ATOL, validate_export
 
 # The FIT photos, their fixed variants and random crops (84 images): crops add the
 # less confident views that expose quantization error (measured: held-out max |dP|
@@ -45,6 +44,21 @@ CALIBRATION_CROPS_PER_PHOTO = 4
 DEFAULT_CALIBRATION_LIMIT = 96
 
 Log = Callable[[str], None]
+
+
+def quiet_third_party_logs() -> None:
+    """Keep the export's stderr readable: our step lines, not third-party chatter."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    for name in ("optimum", "onnxruntime", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # onnxruntime.quantization logs its "consider pre-processing" advice on the
+    # root logger; our recipes run their own graph passes.
+    logging.getLogger().setLevel(logging.ERROR)
+    # TracerWarnings from torch.jit tracing SigLIP's python control flow are expected.
+    warnings.filterwarnings("ignore", module=r"torch\..*")
+    warnings.filterwarnings("ignore", module=r"transformers\..*")
 
 
 def _stderr(message: str) -> None:
@@ -85,7 +99,8 @@ def export_bundle(
     images (``calibration_dir``, else the shipped FIT photos); fidelity is
     reported on the held-out validation images. A gated recipe that misses
     ``budget`` on the calibration images is reported loudly, or raises
-    ``FidelityBudgetError`` when ``strict``.
+    ``FidelityBudgetError`` when ``strict``. ``tune=False`` skips the
+    calibration-driven search (same graphs and speed, lower fidelity; no budget check).
     """
     budget = budget or FidelityBudget()
     unknown = [v for v in variants if v not in RECIPES]
@@ -110,7 +125,8 @@ def export_bundle(
         with _step(log, "exporting fp32 ONNX with Optimum"):
             fp32 = export_fp32(checkpoint, stage)
         with _step(log, f"validating fp32 ONNX against torch on {len(images)} images"):
-            validation, pixel_values, reference = validate_export(checkpoint, fp32, stage / PREPROCESSOR_NAME, images, atol=atol)
+            validation, pixel_values, reference = validate_export(checkpoint, fp32, stage / PREPROCESSOR_NAME, images,
+                                                                  atol=atol)
         log(
             f"   preprocessing max |diff| vs transformers: {validation['preprocess_max_abs_diff']:g}; "
             f"fp32 logits max |diff| vs torch: {validation['fp32_vs_torch_max_abs_logit_diff']:.2e}"
@@ -133,7 +149,8 @@ def export_bundle(
             ctx = BuildContext(
                 fp32=fp32, out=stage / recipe.file, calibration=calib_values,
                 calibration_names=[item.name for item in calibration], calibration_reference=calib_reference,
-                labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size, budget=budget, tune=tune, keep_fp32=keep_fp32, log=log,
+                labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size, budget=budget,
+                tune=tune, keep_fp32=keep_fp32, log=log,
             )
             with _step(log, f"building {name}"):
                 built = recipe.build(ctx)

@@ -3,24 +3,67 @@
 A recipe is data (name, file, description, batch invariance, settings for the
 manifest) plus one build function ``(BuildContext) -> dict`` whose result is
 recorded in the manifest too (chosen parameters, excluded nodes, ...).
+:data:`RECIPES` is the table. Our own int8 recipes (``int8``, ``int8-ov``)
+live in ``int8``; the ones that drive a library's converter are here:
+
+* ``int8-ort``: onnxruntime's ``quantize_dynamic``, kept as a baseline;
+* ``int8-static``: calibrated QDQ int8 (fixed activation ranges, batch-invariant).
+  Smoothing is applied first: static per-tensor ranges suffer most from the
+  LayerNorm outlier channels (the setting SmoothQuant was designed for);
+* ``int4``: block-wise 4-bit weights (``MatMulNBits``) for the smallest file;
+* ``fp16``: half-precision weights and compute for GPU execution providers. On
+  CPU, onnxruntime has few fp16 kernels and inserts casts around the rest, so
+  it is slower than fp32 there. Inputs and outputs stay float32, so the
+  runtime feeds it like any other variant.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ..extras import importable
-from .build_context import BuildContext
-from .fp16 import build_fp16
-from .int8_recipe import build_int8
-from .openvino_recipe import BACKEND as OPENVINO
-from .openvino_recipe import BACKEND_OPTIONS as OPENVINO_OPTIONS
-from .openvino_recipe import build_int8_openvino
-from .static_int8 import build_static_int8
-from .weight_only import build_int4
+import numpy as np
+import onnx
+
+from deepfake_edge.extras import importable
+from deepfake_edge.session import INPUT_NAME
+
+from .fidelity import FidelityBudget
+from .fusions import fuse_graph
+from .int8 import OPENVINO, OPENVINO_OPTIONS, build_int8, build_int8_openvino
+from .quantize import quantizable_matmuls
+from .tuning import smooth_layernorms
+
+STATIC_ALPHA = 0.5
+INT4_BLOCK_SIZE = 32
+# accuracy_level 4: activations are quantized to int8 inside MatMulNBits, which
+# uses the VNNI int8 kernels; level 0/1 would dequantize weights to fp32.
+INT4_ACCURACY_LEVEL = 4
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a recipe's build step gets: paths, model geometry and calibration data."""
+
+    fp32: Path                       # the validated fp32 export
+    out: Path                        # where the recipe writes its model
+    calibration: np.ndarray          # NCHW float32, images recipes may tune on (never the held-out set)
+    calibration_names: list[str]
+    calibration_reference: np.ndarray  # fp32 logits on ``calibration``, one image per run
+    labels: tuple[str, ...]
+    positive: str | None
+    num_heads: int
+    hidden_size: int
+    budget: FidelityBudget = field(default_factory=FidelityBudget)
+    tune: bool = True                # False: skip calibration-driven search (same graph and speed)
+    keep_fp32: int = 0               # int8: at least this many most-sensitive MatMuls stay fp32
+    log: Callable[[str], None] = print
 
 
 @dataclass(frozen=True)
@@ -70,6 +113,71 @@ def _ort_dynamic(ctx: BuildContext) -> dict[str, Any]:
                      op_types_to_quantize=_ORT_DYNAMIC["op_types_to_quantize"],
                      extra_options=_ORT_DYNAMIC["extra_options"])
     return {}
+
+
+def build_fp16(ctx: BuildContext) -> dict[str, Any]:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(ctx.fp32), keep_io_types=True)
+    onnx.save(model, ctx.out)
+    return {"keep_io_types": True, "intended_providers": ["CUDAExecutionProvider", "DmlExecutionProvider"]}
+
+
+def build_int4(ctx: BuildContext) -> dict[str, Any]:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    fused, fusions = fuse_graph(onnx.load(ctx.fp32), ctx.num_heads, ctx.hidden_size)
+    quantizer = MatMulNBitsQuantizer(fused, block_size=INT4_BLOCK_SIZE, is_symmetric=True,
+                                     accuracy_level=INT4_ACCURACY_LEVEL)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(ctx.out), use_external_data_format=False)
+    return {"block_size": INT4_BLOCK_SIZE, "symmetric": True, "accuracy_level": INT4_ACCURACY_LEVEL, **fusions}
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over an NCHW array."""
+
+    def __init__(self, pixel_values: np.ndarray) -> None:
+        self._items = iter(pixel_values)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        item = next(self._items, None)
+        return None if item is None else {INPUT_NAME: item[None]}
+
+
+def build_static_int8(ctx: BuildContext) -> dict[str, Any]:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    model = smooth_layernorms(onnx.load(ctx.fp32), ctx.calibration, alpha=STATIC_ALPHA)[0]
+    # Attention's activation x activation MatMuls stay fp32 (the int8 recipe's finding: quantizing
+    # them costs fidelity and saves nothing). The QDQ quantizer ignores MatMulConstBOnly, so they are
+    # excluded by name; they then still match the attention fusion below.
+    weights = {node.name for node in quantizable_matmuls(model)}
+    activation_matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in weights]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "smoothed.onnx"
+        onnx.save(model, src)
+        # The calibrator prints progress to stdout; keep stdout for results.
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_static(
+                src, ctx.out, _Reader(ctx.calibration),
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul"], nodes_to_exclude=activation_matmuls,
+                calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99},
+            )
+    # Fuse after quantization: the QDQ pass leaves attention MatMuls and GELUs untouched, while
+    # fusing the GELUs first would hide their outputs' type from its shape inference, and it would
+    # then silently skip quantizing fc2.
+    fused, fusions = fuse_graph(onnx.load(ctx.out), ctx.num_heads, ctx.hidden_size)
+    onnx.save(fused, ctx.out)
+    return {"smoothing_alpha": STATIC_ALPHA, "calibration_images": len(ctx.calibration_names),
+            "calibrate_method": "Percentile 99.99", "quantized_matmuls": len(weights), **fusions}
 
 
 RECIPES: dict[str, Recipe] = {

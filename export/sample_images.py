@@ -6,12 +6,15 @@ below live inside the scikit-image, scikit-learn and matplotlib wheels (all in
 the ``[export]`` extra); we locate them on disk with ``importlib`` so that none
 of those libraries is imported.
 
-The photos are split into two disjoint sets, as data:
+The photos are split into two disjoint sets, as data (:data:`SPLITS`):
 
-* ``FIT`` photos may be used to *fit* things (a classifier head, a calibration
+* ``fit`` photos may be used to *fit* things (a classifier head, a calibration
   range, a sensitivity search);
-* ``HELDOUT`` photos are only ever used to *measure* fidelity, so a recipe is
+* ``heldout`` photos are only ever used to *measure* fidelity, so a recipe is
   never judged on the images it was tuned on.
+
+This module needs only numpy and Pillow: benchmarks and tests use it without
+the ``[export]`` extra's heavy libraries.
 """
 
 from __future__ import annotations
@@ -20,39 +23,43 @@ import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image
 
 Split = Literal["fit", "heldout"]
 
-# (package, relative path) for every shipped photo, by split.
-_PHOTOS: dict[Split, tuple[tuple[str, str], ...]] = {
-    "heldout": (
-        ("skimage", "data/astronaut.png"),
-        ("skimage", "data/chelsea.png"),
-        ("skimage", "data/coffee.png"),
-        ("skimage", "data/rocket.jpg"),
-        ("skimage", "data/motorcycle_right.png"),
-        ("skimage", "data/camera.png"),
-        ("sklearn", "datasets/images/china.jpg"),
-        ("sklearn", "datasets/images/flower.jpg"),
-        ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-    ),
-    "fit": (
-        ("skimage", "data/motorcycle_left.png"),
-        ("skimage", "data/hubble_deep_field.jpg"),
-        ("skimage", "data/retina.jpg"),
-        ("skimage", "data/ihc.png"),
-        ("skimage", "data/brick.png"),
-        ("skimage", "data/grass.png"),
-        ("skimage", "data/gravel.png"),
-        ("skimage", "data/moon.png"),
-        ("skimage", "data/coins.png"),
-        ("skimage", "data/page.png"),
-    ),
+# Photos shipped inside wheels: name (the file's stem) -> (package, path inside the package).
+PHOTOS: dict[str, tuple[str, str]] = {
+    "astronaut": ("skimage", "data/astronaut.png"),
+    "chelsea": ("skimage", "data/chelsea.png"),
+    "coffee": ("skimage", "data/coffee.png"),
+    "rocket": ("skimage", "data/rocket.jpg"),
+    "motorcycle_right": ("skimage", "data/motorcycle_right.png"),
+    "camera": ("skimage", "data/camera.png"),
+    "china": ("sklearn", "datasets/images/china.jpg"),
+    "flower": ("sklearn", "datasets/images/flower.jpg"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "motorcycle_left": ("skimage", "data/motorcycle_left.png"),
+    "hubble_deep_field": ("skimage", "data/hubble_deep_field.jpg"),
+    "retina": ("skimage", "data/retina.jpg"),
+    "ihc": ("skimage", "data/ihc.png"),
+    "brick": ("skimage", "data/brick.png"),
+    "grass": ("skimage", "data/grass.png"),
+    "gravel": ("skimage", "data/gravel.png"),
+    "moon": ("skimage", "data/moon.png"),
+    "coins": ("skimage", "data/coins.png"),
+    "page": ("skimage", "data/page.png"),
 }
+SPLITS: dict[Split, tuple[str, ...]] = {
+    "heldout": ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_right", "camera", "china", "flower",
+                "grace_hopper"),
+    "fit": ("motorcycle_left", "hubble_deep_field", "retina", "ihc", "brick", "grass", "gravel", "moon", "coins",
+            "page"),
+}
+SyntheticKind = Literal["noise", "gradient", "blobs", "stripes", "smooth"]
+SYNTHETIC_KINDS: tuple[str, ...] = get_args(SyntheticKind)
 
 
 @dataclass(frozen=True)
@@ -63,21 +70,28 @@ class NamedImage:
     image: Image.Image
 
 
-def _package_dir(package: str) -> Path | None:
+def package_dir(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it (None if it is not installed).
+
+    ``find_spec`` locates a top-level package without executing its
+    ``__init__``, which for the photo packages would import heavy libraries.
+    """
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def photo_path(name: str) -> Path | None:
+    """Where the shipped photo ``name`` (a key of :data:`PHOTOS`) is installed, or None."""
+    package, rel = PHOTOS[name]
+    root = package_dir(package)
+    return root / rel if root is not None and (root / rel).is_file() else None
+
+
 def photo_paths(split: Split) -> list[Path]:
     """Paths of the shipped photos of one split that are installed here."""
-    paths = []
-    for package, rel in _PHOTOS[split]:
-        root = _package_dir(package)
-        if root is not None and (root / rel).is_file():
-            paths.append(root / rel)
-    return paths
+    return [path for path in map(photo_path, SPLITS[split]) if path is not None]
 
 
 def _load_rgb(path: Path) -> Image.Image:
@@ -110,33 +124,51 @@ def _variants(name: str, image: Image.Image) -> Iterator[NamedImage]:
     yield NamedImage(f"{name}#squash", image.resize((max(1, w // 2), max(1, h // 3)), Image.Resampling.BILINEAR))
 
 
-def synthetic_images(count: int, seed: int = 0, size: tuple[int, int] = (320, 240)) -> list[NamedImage]:
-    """Deterministic non-photographic images: noise, gradients, blobs, stripes."""
-    rng = np.random.default_rng(seed)
+def synthetic_image(kind: SyntheticKind, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """One deterministic non-photographic RGB image (``size`` is width, height).
+
+    ``noise``, ``gradient``, ``blobs`` and ``stripes`` are flat test patterns;
+    ``smooth`` is photo-like (coarse colour structure plus sensor noise), so a
+    JPEG of it decodes about as slowly as a camera photo of the same size.
+    """
     w, h = size
+    if kind == "noise":
+        return Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8), "RGB")
+    if kind == "smooth":
+        coarse = rng.integers(0, 256, size=(max(1, h // 100), max(1, w // 100), 3), dtype=np.uint8)
+        return with_sensor_noise(Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC), rng)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    out: list[NamedImage] = []
-    for i in range(count):
-        kind = i % 4
-        if kind == 0:
-            arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-        elif kind == 1:
-            a, b = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
-            t = (xx / w)[..., None]
-            arr = ((a * (1 - t) + b * t) * 255).astype(np.uint8)
-        elif kind == 2:
-            arr = np.zeros((h, w, 3), np.float32)
-            for _ in range(6):
-                cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, 80)
-                blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
-                arr += blob[..., None] * rng.uniform(0, 255, 3)
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        else:
-            period = rng.uniform(4, 40)
-            stripes = (np.sin(2 * np.pi * (xx + yy * rng.uniform(-1, 1)) / period) + 1) * 127.5
-            arr = np.repeat(stripes[..., None], 3, axis=2).astype(np.uint8)
-        out.append(NamedImage(f"synthetic-{seed}-{i}", Image.fromarray(arr, "RGB")))
-    return out
+    if kind == "gradient":
+        a, b = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+        t = (xx / w)[..., None]
+        arr = ((a * (1 - t) + b * t) * 255).astype(np.uint8)
+    elif kind == "blobs":
+        acc = np.zeros((h, w, 3), np.float32)
+        for _ in range(6):
+            cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, 80)
+            blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+            acc += blob[..., None] * rng.uniform(0, 255, 3)
+        arr = np.clip(acc, 0, 255).astype(np.uint8)
+    elif kind == "stripes":
+        period = rng.uniform(4, 40)
+        stripes = (np.sin(2 * np.pi * (xx + yy * rng.uniform(-1, 1)) / period) + 1) * 127.5
+        arr = np.repeat(stripes[..., None], 3, axis=2).astype(np.uint8)
+    else:
+        raise ValueError(f"unknown synthetic image kind {kind!r}; choose from {SYNTHETIC_KINDS}")
+    return Image.fromarray(arr, "RGB")
+
+
+def with_sensor_noise(image: Image.Image, rng: np.random.Generator, amplitude: int = 6) -> Image.Image:
+    """``image`` plus uniform integer noise in [-amplitude, amplitude] per channel (an upscale alone is too smooth)."""
+    noise = rng.integers(-amplitude, amplitude + 1, size=(image.height, image.width, 3), dtype=np.int16)
+    return Image.fromarray(np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def synthetic_images(count: int, seed: int = 0, size: tuple[int, int] = (320, 240)) -> list[NamedImage]:
+    """Deterministic non-photographic images, cycling through noise, gradients, blobs and stripes."""
+    rng = np.random.default_rng(seed)
+    kinds: tuple[SyntheticKind, ...] = ("noise", "gradient", "blobs", "stripes")
+    return [NamedImage(f"synthetic-{seed}-{i}", synthetic_image(kinds[i % 4], size, rng)) for i in range(count)]
 
 
 def photos(split: Split, augment: bool = True) -> list[NamedImage]:

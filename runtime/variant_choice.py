@@ -8,7 +8,7 @@ A variant is eligible when
 * it passed the fidelity gate: fp32 is the reference; a gated recipe must have met
   its budget on both the calibration and the held-out images (the export records
   that under ``validation.fidelity_budget``); a variant exported without the gate
-  (``--fast``, or an ungated recipe) must show held-out fidelity within that budget;
+  (``--no-tune``, or an ungated recipe) must show held-out fidelity within that budget;
 * its engine is installed (OpenVINO is an extra);
 * it suits the machine (``PREFERENCE`` below).
 """

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from deepfake_edge.export.sample_images import synthetic_image
+
 
 def _encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
     buf = io.BytesIO()
@@ -49,12 +51,7 @@ def mode_samples(photo: Path) -> dict[str, bytes]:
 
 def large_jpeg(width: int = 4000, height: int = 3000, seed: int = 0) -> bytes:
     """A 12 MP JPEG with photo-like smooth structure plus noise."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, size=(height // 100, width // 100, 3), dtype=np.uint8)
-    image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
-    noise = rng.integers(-8, 9, size=(height, width, 3))
-    arr = np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
-    return _encode(Image.fromarray(arr), "JPEG", quality=85)
+    return _encode(synthetic_image("smooth", (width, height), np.random.default_rng(seed)), "JPEG", quality=85)
 
 
 def png_claiming_size(width: int, height: int) -> bytes:

@@ -27,11 +27,29 @@ def _torch_probs(checkpoint: Path, images: list) -> tuple[np.ndarray, np.ndarray
 def test_optimum_now_knows_siglip_image_classification() -> None:
     from optimum.exporters.tasks import TasksManager
 
-    import deepfake_edge.export  # noqa: F401 - registers the config
+    import deepfake_edge.export.onnx_export  # noqa: F401 - registers the config
 
     tasks = TasksManager.get_supported_tasks_for_model_type("siglip", "onnx", library_name="transformers")
     assert "image-classification" in tasks
     assert "zero-shot-image-classification" in tasks  # Optimum's own registrations are untouched
+
+
+def test_export_package_imports_without_its_heavy_libraries() -> None:
+    """DEFAULT_MODEL (the CLI's help), the errors and the sample images need neither torch nor Optimum nor onnx."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "import deepfake_edge.export as export\n"
+        "from deepfake_edge.export.sample_images import synthetic_images\n"
+        "assert export.DEFAULT_MODEL and issubclass(export.ValidationError, export.ExportError)\n"
+        "synthetic_images(2)\n"
+        "print(json.dumps([m for m in ('torch', 'transformers', 'optimum', 'onnx') if m in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
 
 
 def test_bundle_layout_and_manifest(binary_bundle: Path) -> None:

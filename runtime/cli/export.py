@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..export import DEFAULT_MODEL
 from ..extras import require_extra
-from .common import EXIT_OK, names
+from .common import EXIT_OK, names, positive_int
 
 HELP = "export a SigLIP classifier to a quantized ONNX bundle (needs the [export] extra)"
 DESCRIPTION = """\
@@ -36,8 +37,6 @@ Fidelity budget (gated int8 recipes, measured on the calibration images):
 
 Needs: pip install 'deepfake-edge[export]'  (install torch==2.13.0 CPU first)."""
 
-DEFAULT_MODEL = "prithivMLmods/deepfake-detector-model-v1"
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", nargs="?", default=DEFAULT_MODEL,
@@ -52,9 +51,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     parser.add_argument("--calibration", type=Path, default=None, metavar="DIR",
                         help="images recipes may tune on (default: photos shipped in the installed wheels)")
-    parser.add_argument("--calibration-limit", type=int, default=96,
+    parser.add_argument("--calibration-limit", type=positive_int, default=96,
                         help="use at most this many calibration images (default: 96)")
-    parser.add_argument("--fast", action="store_true",
+    parser.add_argument("--no-tune", dest="tune", action="store_false",
                         help="skip the calibration-driven tuning of int8 and int8-ov (smoothing search, GPTQ, "
                              "sensitivity search): same graph and speed, lower fidelity; meant for speed benchmarks "
                              "on random weights")
@@ -70,8 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_extra("export")
-    from ..export import FidelityBudget, export_bundle
-    from ..export.logs import quiet_third_party_logs
+    from ..export import FidelityBudget, export_bundle, quiet_third_party_logs
 
     quiet_third_party_logs()
     budget = FidelityBudget(args.budget_agreement, args.budget_max_dp, args.budget_mean_dp)
@@ -79,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
     export_bundle(args.model, args.out_dir, **chosen, default_variant=args.default_variant,
                   revision=args.revision, atol=args.atol, overwrite=args.overwrite,
                   calibration_dir=args.calibration, calibration_limit=args.calibration_limit,
-                  budget=budget, strict=args.strict, tune=not args.fast, keep_fp32=args.int8_keep_fp32)
+                  budget=budget, strict=args.strict, tune=args.tune, keep_fp32=args.int8_keep_fp32)
     return EXIT_OK

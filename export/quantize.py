@@ -1,5 +1,11 @@
-"""Dynamic int8 with *per-token* activation scales: a graph rewrite onto onnxruntime ops.
+"""The int8 graph rewrites: per-token dynamic int8 (``int8``) and weights-only int8 (``int8-ov``).
 
+Both quantize the same weights: every ``MatMul`` whose B input is a constant
+2-D weight (:func:`quantizable_matmuls`), symmetric int8 with one scale per
+output column (:func:`quantize_weight`, or GPTQ-rounded weights passed in).
+
+Per-token dynamic int8
+----------------------
 Why not onnxruntime's ``quantize_dynamic``? Its ``DynamicQuantizeMatMul`` computes
 one activation scale per tensor, i.e. across all 1,024 tokens (and across the
 whole batch). A few outlier tokens then set the scale for everyone, and on real
@@ -8,9 +14,9 @@ Giving every token its own scale is the standard fix for transformer
 activations (LLM.int8(), ZeroQuant) and, as a bonus, makes the result
 independent of the rest of the batch.
 
-For every ``MatMul`` whose B input is a constant 2-D weight ``W [K, N]``:
+For every such ``MatMul`` with weight ``W [K, N]``:
 
-* ``W`` becomes int8, symmetric, one scale per output column (per-channel);
+* ``W`` becomes int8 as above;
 * its activation input ``A [..., K]`` is quantized once per consumer group
   (q, k and v share one quantized input) to uint8 with a per-token scale::
 
@@ -23,6 +29,14 @@ For every ``MatMul`` whose B input is a constant 2-D weight ``W [K, N]``:
   adds it wrongly (measured), so the model's own bias ``Add`` stays.
 
 Attention's activation x activation MatMuls stay fp32 (no constant B).
+
+Weights-only int8
+-----------------
+Each constant weight becomes ``DequantizeLinear(W_q, scale)``: the file stays
+a standard ONNX graph (any engine can run it, dequantizing the weights), and
+OpenVINO's CPU plugin recognises the pattern as compressed weights: it keeps
+them int8 and, with dynamic quantization enabled, runs the GEMM on int8
+activations.
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .graph_index import MS_DOMAIN, replace_nodes
+from .graph import MS_DOMAIN, replace_nodes
 
 _ZERO_POINT = 128
 _EPS = 1e-12  # keeps an all-zero token from dividing by zero
@@ -115,7 +129,8 @@ def quantize_per_token(
         # matrix (reshapes are free) and quantized along axis 0.
         added.extend([
             helper.make_node("Abs", [a_name], [f"{p}_abs"], name=f"{p}/Abs"),
-            helper.make_node("ReduceMax", [f"{p}_abs", "dfe_last_axis"], [f"{p}_amax"], name=f"{p}/ReduceMax", keepdims=1),
+            helper.make_node("ReduceMax", [f"{p}_abs", "dfe_last_axis"], [f"{p}_amax"], name=f"{p}/ReduceMax",
+                             keepdims=1),
             helper.make_node("Max", [f"{p}_amax", "dfe_eps"], [f"{p}_amax_eps"], name=f"{p}/Max"),
             helper.make_node("Mul", [f"{p}_amax_eps", "dfe_inv127"], [f"{p}_scale"], name=f"{p}/Scale"),
             helper.make_node("Reshape", [f"{p}_scale", "dfe_flat"], [f"{p}_scale_1d"], name=f"{p}/ScaleRows"),
@@ -136,10 +151,37 @@ def quantize_per_token(
             new_inits += [numpy_helper.from_array(w_q, wq_name), numpy_helper.from_array(w_scale, ws_name)]
             inputs = [f"{p}_q", wq_name, f"{p}_scale", ws_name, "dfe_zp_u8"]
             added.append(
-                helper.make_node("MatMulIntegerToFloat", inputs, [node.output[0]], name=f"{node.name}/PerToken", domain=MS_DOMAIN)
+                helper.make_node("MatMulIntegerToFloat", inputs, [node.output[0]], name=f"{node.name}/PerToken",
+                                 domain=MS_DOMAIN)
             )
             removed.append(node)
             done.append(QuantizedNode(node.name, k, n))
 
     replace_nodes(model, removed, added, new_inits)  # sorts the new nodes in, drops the fp32 weights
     return model, done
+
+
+def dequantized_weights(
+    model: onnx.ModelProto, weights: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> tuple[onnx.ModelProto, int]:
+    """Return a copy with every constant MatMul weight stored as int8 (per output column), and the count.
+
+    ``weights`` optionally gives pre-rounded ``(int8 [K, N], scale [N])`` per node name (GPTQ).
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    inits = {i.name: i for i in model.graph.initializer}
+    dequantize: list[onnx.NodeProto] = []
+    added: list[onnx.TensorProto] = []
+    targets = quantizable_matmuls(model)
+    for node in targets:
+        if weights and node.name in weights:
+            w_q, scale = weights[node.name]
+        else:
+            w_q, scale = quantize_weight(numpy_helper.to_array(inits[node.input[1]]))
+        q_name, s_name, out = f"{node.name}/W_int8", f"{node.name}/W_scale", f"{node.name}/W"
+        added += [numpy_helper.from_array(w_q, q_name), numpy_helper.from_array(scale, s_name)]
+        dequantize.append(helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=f"{node.name}/Dequantize",
+                                           axis=1))
+        node.input[1] = out
+    replace_nodes(model, [], dequantize, added)  # sorts the new nodes in, drops the fp32 weights
+    return model, len(targets)

@@ -1,4 +1,4 @@
-"""Graph lookups and a rebuild step for our own fusion passes (``attention_fusion``).
+"""Reading, rewriting and probing ONNX graphs: the shared ground of the fusion and quantization passes.
 
 A pass finds patterns through :class:`GraphIndex` (who produces a tensor, who
 consumes it, which inputs are constants), collects the nodes it replaces and
@@ -6,17 +6,25 @@ the nodes it adds, then calls :func:`replace_nodes`, which re-sorts the graph
 topologically and drops whatever the removed nodes leave unused. A pass
 therefore never has to reason about where in the node list a fused node must
 go.
+
+Calibration-driven passes (smoothing, GPTQ, sensitivity) need statistics of
+activations inside the graph; onnxruntime only returns graph outputs, so
+:func:`iter_tensors` runs a copy whose output list includes the wanted tensors.
 """
 
 from __future__ import annotations
 
 import heapq
+import tempfile
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
+
+from deepfake_edge.session import INPUT_NAME, create_session
 
 MS_DOMAIN = "com.microsoft"
 
@@ -118,3 +126,33 @@ def _prune(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProt
             kept.append(node)
             needed.update(i for i in node.input if i)
     return kept[::-1]
+
+
+def iter_tensors(
+    model: onnx.ModelProto, names: Sequence[str], pixel_values: np.ndarray
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield ``{name: value}`` for each image of ``pixel_values`` (one image per run)."""
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    existing = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n not in existing
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.onnx"
+        onnx.save(probe, path)
+        # Graph optimizations may fuse away the tensors we asked for; basic
+        # level keeps every named intermediate value.
+        session = create_session(path, optimization="basic")
+        for image in pixel_values:
+            values = session.run(list(names), {INPUT_NAME: image[None]})
+            yield dict(zip(names, values, strict=True))
+
+
+def capture_max_abs(model: onnx.ModelProto, names: Sequence[str], pixel_values: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel (last axis) max |value| of each tensor over all images and tokens."""
+    out: dict[str, np.ndarray] = {}
+    for values in iter_tensors(model, names, pixel_values):
+        for name, value in values.items():
+            m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+            out[name] = m if name not in out else np.maximum(out[name], m)
+    return out

@@ -1,0 +1,281 @@
+"""The calibration-driven passes of the int8 recipes: smoothing, GPTQ rounding, sensitivity, and the search.
+
+Each pass changes constants only (never which ops run), so the graph and its
+speed stay those of the untuned recipe; only fidelity moves.
+:func:`tune_weights` picks the smoothing alpha, then keeps GPTQ rounding only
+if it lowers the calibration score; :func:`local_errors` ranks the MatMuls
+for the int8 recipe's mixed-precision search.
+
+Smoothing (SmoothQuant, Xiao et al., 2023)
+------------------------------------------
+ViT LayerNorm outputs carry a few channels 10-100x larger than the rest (the
+LayerNorm gain amplifies them). Quantizing such an activation with one scale
+per token wastes most of the 8 bits on those channels. Smoothing divides each
+input channel ``j`` by ``s_j`` and multiplies the matching weight row by
+``s_j``: the product is unchanged in exact arithmetic, but the activation
+becomes flat and the weight absorbs the range, which per-channel weight
+quantization tolerates much better::
+
+    s_j = max|X_j| ** alpha / max|W_j| ** (1 - alpha)
+
+The division is folded into the LayerNorm's gain and bias, so the fp32 graph
+keeps exactly the same ops and only its constants change.
+
+GPTQ (Frantar et al., 2023), in numpy
+-------------------------------------
+Round-to-nearest treats every weight on its own. GPTQ quantizes a layer's
+weight one input row at a time and pushes each row's rounding error onto the
+rows not yet quantized, weighted by the inverse Hessian ``H = X^T X`` of the
+layer's calibration inputs, so that ``X @ W_q`` stays close to ``X @ W``. The
+int8 grid (one scale per output column) is the same as round-to-nearest; only
+the rounding decisions change, so the ONNX graph and kernels are unchanged.
+On the real-weights proxy, weight rounding was most of the int8 logit error
+left after smoothing, which is why this step exists.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .fidelity import budget_score, summary
+from .graph import capture_max_abs, iter_tensors
+from .quantize import quantizable_matmuls, quantize_weight
+
+if TYPE_CHECKING:
+    from .recipes import BuildContext
+
+DEFAULT_ALPHA = 0.5
+ALPHAS: tuple[float, ...] = (0.5, 0.65, 0.8)
+_REPORTED = ("max_abs_dp", "mean_abs_dp", "boundary_max_abs_dp", "boundary_mean_abs_dp", "label_agreement")
+DAMP = 0.01  # fraction of mean(diag(H)) added to the diagonal for a stable inverse
+BLOCK = 128
+TOKENS_PER_IMAGE = 256  # a random subset keeps X^T X cheap on 1,024-token images
+
+Weights = Mapping[str, tuple[np.ndarray, np.ndarray]]
+Quantize = Callable[[onnx.ModelProto, "Weights | None"], onnx.ModelProto]
+Evaluate = Callable[[onnx.ModelProto], dict[str, Any]]
+
+
+# -- smoothing ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SmoothedLayerNorm:
+    name: str
+    consumers: tuple[str, ...]
+    max_scale: float
+
+
+def _smoothable(model: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, list[onnx.NodeProto]]]:
+    """LayerNorm output name -> (LayerNorm node, its consumers), when every consumer is a constant-B MatMul."""
+    matmuls = {node.name for node in quantizable_matmuls(model)}
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in model.graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    graph_outputs = {o.name for o in model.graph.output}
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {n.output[0] for n in model.graph.node if n.op_type == "Identity" and n.input[0] in constants}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type != "LayerNormalization" or len(node.input) < 3 or not set(node.input[1:3]) <= constants:
+            continue
+        users = consumers[node.output[0]]
+        if users and node.output[0] not in graph_outputs and all(u.name in matmuls for u in users):
+            out[node.output[0]] = (node, users)
+    return out
+
+
+def activation_ranges(model: onnx.ModelProto, calibration: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of every smoothable LayerNorm output, over ``calibration`` (NCHW).
+
+    Computed once and reused for every ``alpha`` tried: smoothing changes only
+    constants, and the scales depend on these ranges and the weights alone.
+    """
+    targets = _smoothable(model)
+    return capture_max_abs(model, list(targets), calibration) if targets else {}
+
+
+def smooth_layernorms(
+    model: onnx.ModelProto, calibration: np.ndarray | dict[str, np.ndarray], *, alpha: float = DEFAULT_ALPHA
+) -> tuple[onnx.ModelProto, list[SmoothedLayerNorm]]:
+    """Return a copy of ``model`` with smoothing scales folded in.
+
+    ``calibration`` is NCHW images, or the result of :func:`activation_ranges`.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    targets = _smoothable(model)
+    if not targets:
+        return model, []
+    act_max = calibration if isinstance(calibration, dict) else capture_max_abs(model, list(targets), calibration)
+    inits = {init.name: init for init in model.graph.initializer}
+    uses: dict[str, int] = defaultdict(int)
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] += 1
+
+    identity = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}
+
+    def private(node: onnx.NodeProto, index: int) -> str:
+        """The exporter deduplicates equal constants (e.g. every LayerNorm's
+        initial gain of ones), sharing one initializer directly or through
+        ``Identity`` nodes; give ``node`` its own copy before scaling it."""
+        name = node.input[index]
+        while name in identity:
+            name = identity[name]
+        if name != node.input[index] or uses[name] > 1:
+            copy = numpy_helper.from_array(numpy_helper.to_array(inits[name]), f"{name}/smoothed/{node.name}")
+            model.graph.initializer.append(copy)
+            inits[copy.name] = model.graph.initializer[-1]
+            uses[node.input[index]] -= 1
+            uses[copy.name] = 1
+            node.input[index] = copy.name
+        return node.input[index]
+
+    done: list[SmoothedLayerNorm] = []
+    for tensor, (ln, users) in targets.items():
+        weights = [numpy_helper.to_array(inits[u.input[1]]) for u in users]
+        w_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)  # per input channel (row of W [K, N])
+        x_max = act_max[tensor]
+        scale = np.power(np.maximum(x_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1 - alpha)
+        scale = np.clip(scale, 1e-2, 1e2).astype(np.float32)
+        for index in (1, 2):
+            name = private(ln, index)
+            value = numpy_helper.to_array(inits[name]).astype(np.float32)
+            inits[name].CopyFrom(numpy_helper.from_array((value / scale).astype(np.float32), name))
+        for user, weight in zip(users, weights, strict=True):
+            name = private(user, 1)
+            inits[name].CopyFrom(numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), name))
+        done.append(SmoothedLayerNorm(ln.name, tuple(u.name for u in users), float(scale.max() / scale.min())))
+    return model, done
+
+
+# -- GPTQ --------------------------------------------------------------------------------------
+def input_hessians(model: onnx.ModelProto, nodes: list[onnx.NodeProto], calibration: np.ndarray,
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """``X^T X / n`` for the input of each MatMul (shared inputs are computed once)."""
+    rng = np.random.default_rng(seed)
+    inputs = sorted({n.input[0] for n in nodes})
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = defaultdict(int)
+    for values in iter_tensors(model, inputs, calibration):
+        for name, value in values.items():
+            x = value.reshape(-1, value.shape[-1])
+            if len(x) > TOKENS_PER_IMAGE:
+                x = x[rng.choice(len(x), TOKENS_PER_IMAGE, replace=False)]
+            x = x.astype(np.float32)
+            sums[name] = sums[name] + x.T @ x if name in sums else x.T @ x
+            counts[name] += len(x)
+    return {name: (sums[name] / counts[name]).astype(np.float64) for name in sums}
+
+
+def gptq_int8(weight: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize ``weight [K, N]`` (ONNX MatMul layout) to symmetric per-column int8 with GPTQ."""
+    w = weight.astype(np.float64).copy()
+    k = w.shape[0]
+    scale = np.abs(weight).max(axis=0) / 127.0
+    scale = np.where(scale == 0, 1.0, scale)
+    h = hessian.copy()
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[dead, :] = 0.0
+    h[np.diag_indices(k)] += DAMP * np.mean(np.diag(h))
+    # Upper Cholesky factor of H^-1, as in the reference implementation.
+    hinv = np.linalg.cholesky(np.linalg.inv(h)).T
+    q = np.zeros_like(w)
+    for i1 in range(0, k, BLOCK):
+        i2 = min(i1 + BLOCK, k)
+        block = w[i1:i2].copy()
+        errors = np.zeros_like(block)
+        hb = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            row = block[i]
+            rounded = np.clip(np.rint(row / scale), -127, 127) * scale
+            q[i1 + i] = rounded
+            err = (row - rounded) / hb[i, i]
+            block[i:] -= np.outer(hb[i, i:], err)
+            errors[i] = err
+        w[i2:] -= hinv[i1:i2, i2:].T @ errors
+    q_int = np.clip(np.rint(q / scale), -127, 127).astype(np.int8)
+    return q_int, scale.astype(np.float32)
+
+
+def gptq_weights(model: onnx.ModelProto, nodes: list[onnx.NodeProto], calibration: np.ndarray
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Node name -> (int8 weight, per-column scale) for every node in ``nodes``."""
+    hessians = input_hessians(model, nodes, calibration)
+    inits = {i.name: i for i in model.graph.initializer}
+    return {
+        node.name: gptq_int8(numpy_helper.to_array(inits[node.input[1]]), hessians[node.input[0]])
+        for node in nodes
+    }
+
+
+# -- sensitivity -------------------------------------------------------------------------------
+def local_errors(model: onnx.ModelProto, nodes: list[onnx.NodeProto], calibration: np.ndarray,
+                 images: int = 4, tokens: int = 256, seed: int = 0) -> dict[str, float]:
+    """Relative output error of each MatMul when it alone is quantized per token (numpy).
+
+    A cheap sensitivity proxy: it needs one fp32 run per image instead of one
+    full model evaluation per node.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    inputs = sorted({n.input[0] for n in nodes})
+    rng = np.random.default_rng(seed)
+    sq_err: dict[str, float] = {n.name: 0.0 for n in nodes}
+    sq_ref: dict[str, float] = {n.name: 0.0 for n in nodes}
+    weights = {n.name: numpy_helper.to_array(inits[n.input[1]]) for n in nodes}
+    quantized = {name: quantize_weight(w) for name, w in weights.items()}
+    for values in iter_tensors(model, inputs, calibration[:images]):
+        for node in nodes:
+            a = values[node.input[0]].reshape(-1, weights[node.name].shape[0])
+            if len(a) > tokens:
+                a = a[rng.choice(len(a), tokens, replace=False)]
+            scale = np.maximum(np.abs(a).max(axis=1, keepdims=True), 1e-12) / 127.0
+            a_q = np.rint(a / scale) * scale
+            w_q, w_scale = quantized[node.name]
+            ref = a @ weights[node.name]
+            err = a_q @ (w_q.astype(np.float32) * w_scale) - ref
+            sq_err[node.name] += float((err * err).sum())
+            sq_ref[node.name] += float((ref * ref).sum())
+    return {name: (sq_err[name] / max(sq_ref[name], 1e-30)) ** 0.5 for name in sq_err}
+
+
+# -- the search --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TunedWeights:
+    alpha: float
+    smoothed: onnx.ModelProto       # the fp32 graph with the chosen smoothing folded in
+    weights: Weights | None         # GPTQ-rounded weights, or None for round-to-nearest
+    fidelity: dict[str, Any]        # of the chosen candidate, on the calibration images
+    score: float
+    tried: list[dict[str, Any]]
+
+
+def tune_weights(fp32: onnx.ModelProto, ranges: dict[str, np.ndarray], ctx: BuildContext,
+                 quantize: Quantize, evaluate: Evaluate) -> TunedWeights:
+    """Pick the smoothing alpha, then keep GPTQ rounding only if it lowers the calibration score."""
+    tried: list[dict[str, Any]] = []
+    best: tuple[float, float, onnx.ModelProto, dict[str, Any]] | None = None
+    for alpha in ALPHAS:
+        smoothed = smooth_layernorms(fp32, ranges, alpha=alpha)[0]
+        fidelity = evaluate(quantize(smoothed, None))
+        score = budget_score(fidelity, ctx.budget)
+        tried.append({"alpha": alpha, **{k: fidelity[k] for k in _REPORTED}})
+        ctx.log(f"   smoothing alpha={alpha}: {summary(fidelity)}")
+        if best is None or score < best[0]:
+            best = (score, alpha, smoothed, fidelity)
+    assert best is not None
+    score, alpha, smoothed, fidelity = best
+    rounded = gptq_weights(smoothed, quantizable_matmuls(smoothed), ctx.calibration)
+    gptq_fidelity = evaluate(quantize(smoothed, rounded))
+    ctx.log(f"   GPTQ weight rounding: {summary(gptq_fidelity)}")
+    if budget_score(gptq_fidelity, ctx.budget) < score:
+        return TunedWeights(alpha, smoothed, rounded, gptq_fidelity, budget_score(gptq_fidelity, ctx.budget), tried)
+    return TunedWeights(alpha, smoothed, None, fidelity, score, tried)
+
