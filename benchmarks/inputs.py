@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from deepfake_edge.bundle import Bundle
 from deepfake_edge.images import load_rgb
 from deepfake_edge.preprocess import preprocess
-from PIL import Image
 
 __all__ = ["BenchInputs", "make_inputs"]
 

@@ -47,7 +47,8 @@ def profile_ops(model: Path, input_shape: tuple[int, ...], *, threads: int = 2, 
 def format_profile(profiles: dict[str, dict[str, float]], top: int = 12) -> str:
     """A markdown table: op type x variant, in ms per image."""
     names = list(profiles)
-    ops = sorted({op for p in profiles.values() for op in p}, key=lambda op: -max(p.get(op, 0.0) for p in profiles.values()))
+    ops = sorted({op for p in profiles.values() for op in p},
+                 key=lambda op: -max(p.get(op, 0.0) for p in profiles.values()))
     lines = ["| op | " + " | ".join(f"{n} (ms)" for n in names) + " |", "|---|" + "---:|" * len(names)]
     for op in ops[:top]:
         lines.append(f"| {op} | " + " | ".join(f"{profiles[n].get(op, 0.0):.1f}" for n in names) + " |")

@@ -94,24 +94,27 @@ def fidelity_table(result: dict[str, Any]) -> str:
         f"Real-weights proxy, {result['images']} held-out images (seed {result.get('seed', 1)}), each variant vs "
         "fp32 ONNX, one image per run.",
         "",
-        "| variant | file MB | label agreement | max \\|ΔP(fake)\\| | mean \\|ΔP(fake)\\| | boundary max | boundary mean | notes |",
+        "| variant | file MB | label agreement | max \\|ΔP(fake)\\| | mean \\|ΔP(fake)\\| | boundary max "
+        "| boundary mean | notes |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in result["rows"]:
         notes = ", ".join(f"{k}={len(v) if isinstance(v, list) else v}" for k, v in r["notes"].items())
         lines.append(f"| {r['variant']} | {r['file_mb']} | {r['label_agreement']:.1%} | {r['max_abs_dp']:.4f} | "
-                     f"{r['mean_abs_dp']:.5f} | {r['boundary_max_abs_dp']:.4f} | {r['boundary_mean_abs_dp']:.5f} | {notes} |")
+                     f"{r['mean_abs_dp']:.5f} | {r['boundary_max_abs_dp']:.4f} | {r['boundary_mean_abs_dp']:.5f} "
+                     f"| {notes} |")
     return "\n".join(lines)
 
 
 # -- latency ---------------------------------------------------------------------------
 def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
     import torch
+    from transformers import SiglipForImageClassification
+
     from deepfake_edge.export import export_bundle
     from deepfake_edge.export.sample_images import heldout_images
     from deepfake_edge.manifest import Manifest
     from deepfake_edge.session import create_session
-    from transformers import SiglipForImageClassification
 
     from .models import ARCHITECTURES, RANDOM_LABEL, build_random_checkpoint
     from .op_profile import profile_ops
@@ -121,7 +124,8 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
     if not (checkpoint / "config.json").is_file():
         build_random_checkpoint(arch, checkpoint)
     bundle = out / "base512-bundle"
-    if not (bundle / "manifest.json").is_file() or set(Manifest.read(bundle / "manifest.json").variants) != set(LATENCY_RECIPES):
+    manifest_path = bundle / "manifest.json"
+    if not manifest_path.is_file() or set(Manifest.read(manifest_path).variants) != set(LATENCY_RECIPES):
         export_bundle(str(checkpoint), bundle, variants=LATENCY_RECIPES, overwrite=True, tune=False,
                       validation_images=heldout_images()[:4], calibration_limit=8)
     manifest = Manifest.read(bundle / "manifest.json")
@@ -156,13 +160,15 @@ def latency(out: Path, threads: int, runs: int) -> dict[str, Any]:
                 times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) * 1000 for name, t in times.items()}
     torch_ms, ort_ms = medians["torch fp32 eager"], medians["onnxruntime fp32"]
-    rows = [{"engine": name, "median_ms": round(ms, 1), "p95_ms": round(float(np.percentile(times[name], 95)) * 1000, 1),
+    rows = [{"engine": name, "median_ms": round(ms, 1),
+             "p95_ms": round(float(np.percentile(times[name], 95)) * 1000, 1),
              "speedup_vs_torch": round(torch_ms / ms, 2), "speedup_vs_ort_fp32": round(ort_ms / ms, 2),
              "file_mb": None if name.startswith("torch") else round(_mb(targets[name][0]), 1)}
             for name, ms in medians.items()]
     shape = (1, 3, arch.image_size, arch.image_size)
     profiled = {"fp32": targets["onnxruntime fp32"][0], "int8-ort": targets["onnxruntime int8-ort"][0],
-                "int8 unfused": targets["onnxruntime int8, no graph fusions"][0], "int8": targets["onnxruntime int8"][0]}
+                "int8 unfused": targets["onnxruntime int8, no graph fusions"][0],
+                "int8": targets["onnxruntime int8"][0]}
     profiles = {name: profile_ops(path, shape, threads=threads, runs=2) for name, path in profiled.items()}
     return {"label": RANDOM_LABEL, "architecture": arch.name, "threads": threads, "runs": runs, "rows": rows,
             "profiles": profiles}
@@ -175,6 +181,7 @@ def _int8_variant(bundle: Path, path: Path, num_heads: int, hidden_size: int, *,
     Speed only (random weights): the smoothing alpha and weight rounding do not change the graph.
     """
     import onnx
+
     from deepfake_edge import Detector
     from deepfake_edge.export.graph_fusions import fuse_graph
     from deepfake_edge.export.per_token_int8 import quantize_per_token
@@ -225,7 +232,8 @@ def latency_table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['engine']} | {r['median_ms']:.0f} | {r['p95_ms']:.0f} | {r['speedup_vs_torch']:.2f}× | "
                      f"{r['speedup_vs_ort_fp32']:.2f}× | {r['file_mb'] if r['file_mb'] is not None else '–'} |")
-    lines += ["", "Per-op kernel time (ms per image, onnxruntime profiler):", "", format_profile(result["profiles"], top=16)]
+    lines += ["", "Per-op kernel time (ms per image, onnxruntime profiler):", "",
+              format_profile(result["profiles"], top=16)]
     return "\n".join(lines)
 
 

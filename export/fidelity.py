@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from deepfake_edge.labels import softmax
 from deepfake_edge.session import create_session
 
@@ -14,7 +15,8 @@ def run_per_image(model: Path, pixel_values: np.ndarray, *, backend: str = "onnx
                   backend_options: dict[str, str] | None = None) -> np.ndarray:
     """Logits, one image per call: how the runtime serves dynamic-quantized variants."""
     session = create_session(model, backend=backend, backend_options=backend_options)
-    return np.concatenate([session.run(["logits"], {"pixel_values": pixel_values[i : i + 1]})[0] for i in range(len(pixel_values))])
+    return np.concatenate([session.run(["logits"], {"pixel_values": pixel_values[i : i + 1]})[0]
+                           for i in range(len(pixel_values))])
 
 
 def compare(

@@ -13,15 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from deepfake_edge.session import create_session
 from onnx import TensorProto, helper
 
+from deepfake_edge.session import create_session
 
-def iter_tensors(model: onnx.ModelProto, names: Sequence[str], pixel_values: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
+
+def iter_tensors(
+    model: onnx.ModelProto, names: Sequence[str], pixel_values: np.ndarray
+) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``{name: value}`` for each image of ``pixel_values`` (one image per run)."""
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     existing = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n not in existing)
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n not in existing
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.onnx"
         onnx.save(probe, path)
@@ -30,7 +35,7 @@ def iter_tensors(model: onnx.ModelProto, names: Sequence[str], pixel_values: np.
         session = create_session(path, optimization="basic")
         for image in pixel_values:
             values = session.run(list(names), {"pixel_values": image[None]})
-            yield dict(zip(names, values))
+            yield dict(zip(names, values, strict=True))
 
 
 def capture_max_abs(model: onnx.ModelProto, names: Sequence[str], pixel_values: np.ndarray) -> dict[str, np.ndarray]:

@@ -115,7 +115,8 @@ def quantize_per_token(
         # matrix (reshapes are free) and quantized along axis 0.
         added.extend([
             helper.make_node("Abs", [a_name], [f"{p}_abs"], name=f"{p}/Abs"),
-            helper.make_node("ReduceMax", [f"{p}_abs", "dfe_last_axis"], [f"{p}_amax"], name=f"{p}/ReduceMax", keepdims=1),
+            helper.make_node("ReduceMax", [f"{p}_abs", "dfe_last_axis"], [f"{p}_amax"], name=f"{p}/ReduceMax",
+                             keepdims=1),
             helper.make_node("Max", [f"{p}_amax", "dfe_eps"], [f"{p}_amax_eps"], name=f"{p}/Max"),
             helper.make_node("Mul", [f"{p}_amax_eps", "dfe_inv127"], [f"{p}_scale"], name=f"{p}/Scale"),
             helper.make_node("Reshape", [f"{p}_scale", "dfe_flat"], [f"{p}_scale_1d"], name=f"{p}/ScaleRows"),
@@ -136,7 +137,8 @@ def quantize_per_token(
             new_inits += [numpy_helper.from_array(w_q, wq_name), numpy_helper.from_array(w_scale, ws_name)]
             inputs = [f"{p}_q", wq_name, f"{p}_scale", ws_name, "dfe_zp_u8"]
             added.append(
-                helper.make_node("MatMulIntegerToFloat", inputs, [node.output[0]], name=f"{node.name}/PerToken", domain=MS_DOMAIN)
+                helper.make_node("MatMulIntegerToFloat", inputs, [node.output[0]], name=f"{node.name}/PerToken",
+                                 domain=MS_DOMAIN)
             )
             removed.append(node)
             done.append(QuantizedNode(node.name, k, n))

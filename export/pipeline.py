@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
 from deepfake_edge.bundle import CONFIG_NAME, PREPROCESSOR_NAME
 from deepfake_edge.labels import read_labels
 from deepfake_edge.manifest import Decision, Manifest
@@ -110,7 +111,8 @@ def export_bundle(
         with _step(log, "exporting fp32 ONNX with Optimum"):
             fp32 = export_fp32(checkpoint, stage)
         with _step(log, f"validating fp32 ONNX against torch on {len(images)} images"):
-            validation, pixel_values, reference = validate_export(checkpoint, fp32, stage / PREPROCESSOR_NAME, images, atol=atol)
+            validation, pixel_values, reference = validate_export(checkpoint, fp32, stage / PREPROCESSOR_NAME, images,
+                                                                  atol=atol)
         log(
             f"   preprocessing max |diff| vs transformers: {validation['preprocess_max_abs_diff']:g}; "
             f"fp32 logits max |diff| vs torch: {validation['fp32_vs_torch_max_abs_logit_diff']:.2e}"
@@ -133,7 +135,8 @@ def export_bundle(
             ctx = BuildContext(
                 fp32=fp32, out=stage / recipe.file, calibration=calib_values,
                 calibration_names=[item.name for item in calibration], calibration_reference=calib_reference,
-                labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size, budget=budget, tune=tune, keep_fp32=keep_fp32, log=log,
+                labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size, budget=budget,
+                tune=tune, keep_fp32=keep_fp32, log=log,
             )
             with _step(log, f"building {name}"):
                 built = recipe.build(ctx)

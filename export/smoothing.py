@@ -113,7 +113,7 @@ def smooth_layernorms(
             name = private(ln, index)
             value = numpy_helper.to_array(inits[name]).astype(np.float32)
             inits[name].CopyFrom(numpy_helper.from_array((value / scale).astype(np.float32), name))
-        for user, weight in zip(users, weights):
+        for user, weight in zip(users, weights, strict=True):
             name = private(user, 1)
             inits[name].CopyFrom(numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), name))
         done.append(SmoothedLayerNorm(ln.name, tuple(u.name for u in users), float(scale.max() / scale.min())))

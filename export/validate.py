@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from deepfake_edge.images import to_rgb
 from deepfake_edge.preprocess import PreprocessConfig, preprocess
 

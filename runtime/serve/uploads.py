@@ -7,7 +7,7 @@ Nothing here decodes an image: this module only turns a request into
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import TypeVar
 
 from fastapi import Request
@@ -17,7 +17,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from .config import ServeConfig
 from .limits import ServiceError
 
-__all__ = ["RAW_MEDIA_TYPES", "RAW_SOURCE", "LimitedBody", "media_type", "read_parts", "read_single", "within_read_timeout"]
+__all__ = [
+    "RAW_MEDIA_TYPES", "RAW_SOURCE", "LimitedBody", "media_type", "read_parts", "read_single", "within_read_timeout",
+]
 
 T = TypeVar("T")
 
@@ -50,7 +52,7 @@ class LimitedBody:
         self.limit = limit
         self.received = 0
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         async for chunk in self._source:
             self.received += len(chunk)
             if self.received > self.limit:
