@@ -25,6 +25,7 @@ RUNTIME_TESTS = [
     "test_bad_inputs.py",
     "test_bundle_damage.py",
     "test_cli.py",
+    "test_cli_args.py",
     "test_concurrency.py",
     "test_corpus.py",
     "test_detector.py",

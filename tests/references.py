@@ -80,7 +80,7 @@ class References:
         return self._array(key, compute)
 
     def largest_initializer(self, model_file: Path, *, float32: bool = False) -> tuple[int, int]:
-        """(offset, length) in the file of the raw bytes of the model's largest weight tensor (float32 only if asked)."""
+        """(offset, length) in the file of the raw bytes of the model's largest (float32, if asked) weight tensor."""
         data = model_file.read_bytes()
         key = _digest("largest_initializer", hashlib.sha256(data).digest(), float32)
 
