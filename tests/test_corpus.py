@@ -391,19 +391,20 @@ def test_predictions_match_transformers_and_torch(corpus: Corpus, api_results: l
     labels = list(spec.labels)
     predicted = [(path, r) for path, r in zip(corpus.paths, api_results, strict=True) if isinstance(r, Prediction)]
     assert len(predicted) == sum(e.kind == "prediction" for e in corpus.expected.values()) > 0
-    for path, result in predicted:
-        image = pil_reference(path)[2]
-        assert image is not None, path
-        pixel_values = reference.pixel_values(spec.processor_settings(), image)
-        row = reference.probabilities(spec.name, pixel_values[None])[0]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
-            ours = fp32_detector.preprocess(path)[0]
-        np.testing.assert_array_equal(ours, pixel_values, err_msg=f"preprocessing of {path}")
-        got = np.array([result.scores[label] for label in labels])
-        np.testing.assert_allclose(got, row, atol=1e-5, err_msg=str(path))
-        if abs(row.max() - row.min()) > 1e-4:  # a tie could flip on rounding
-            assert result.label == labels[int(row.argmax())], path
+    for start in range(0, len(predicted), 32):  # the torch model runs on chunks of 32
+        chunk = predicted[start : start + 32]
+        images = [pil_reference(path)[2] for path, _ in chunk]
+        pixel_values = np.stack([reference.pixel_values(spec.processor_settings(), image) for image in images])
+        expected = reference.probabilities(spec.name, pixel_values)
+        for (path, result), reference_pixels, row in zip(chunk, pixel_values, expected, strict=True):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+                ours = fp32_detector.preprocess(path)[0]
+            np.testing.assert_array_equal(ours, reference_pixels, err_msg=f"preprocessing of {path}")
+            got = np.array([result.scores[label] for label in labels])
+            np.testing.assert_allclose(got, row, atol=1e-5, err_msg=str(path))
+            if abs(row.max() - row.min()) > 1e-4:  # a tie could flip on rounding
+                assert result.label == labels[int(row.argmax())], path
 
 
 def test_whole_corpus_in_one_cli_invocation(corpus: Corpus, api_results: list[Prediction | Failure],
