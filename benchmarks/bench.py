@@ -201,7 +201,7 @@ class _Run:
             self.progress.describe(f"warm-up: {worker.spec.label}")
             self.measure(worker, "model", o.warmup, 1, None)
             self.progress.step()
-        slices = zip(_split(o.runs, o.rounds), _split(o.e2e_runs, o.rounds))
+        slices = zip(_split(o.runs, o.rounds), _split(o.e2e_runs, o.rounds), strict=True)
         for r, (runs, e2e) in enumerate(slices):
             for worker in self.live(r):
                 self.progress.describe(f"batch 1, round {r + 1}/{o.rounds}: {worker.spec.label}")
@@ -275,7 +275,7 @@ def _attach_ratios(rows: list[dict[str, Any]]) -> None:
         if base is not None and row.get("scores_on_bench_jpeg") and base.get("scores_on_bench_jpeg"):
             # A consistency check on one image (every engine sees the same model), not an accuracy figure.
             row["max_abs_dp_vs_baseline"] = max(
-                abs(a - b) for a, b in zip(row["scores_on_bench_jpeg"], base["scores_on_bench_jpeg"])
+                abs(a - b) for a, b in zip(row["scores_on_bench_jpeg"], base["scores_on_bench_jpeg"], strict=True)
             )
 
 

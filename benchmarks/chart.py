@@ -49,7 +49,7 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     def labels_for(values: list[float], key: str, unit: str) -> list[str]:
         # value plus the ratio against torch that results.md prints for the same row
         out = []
-        for row, value in zip(rows, values):
+        for row, value in zip(rows, values, strict=True):
             text = f"{value:,.0f}" if value >= 10 else f"{value:.2f}"
             ratio = (row.get("vs_baseline") or {}).get(key)
             if ratio is not None and not row["baseline"]:
@@ -59,12 +59,14 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
             out.append(text)
         return out
 
+    model_err = [b - a for a, b in zip(model_p50, model_p95, strict=True)]
+    e2e_err = [b - a for a, b in zip(e2e_p50, e2e_p95, strict=True)]
     bars_model = ax_lat.barh([i - height / 2 for i in y], model_p50, height, color=MODEL_COLOR,
-                             xerr=[[0] * len(rows), [b - a for a, b in zip(model_p50, model_p95)]], capsize=3)
+                             xerr=[[0] * len(rows), model_err], capsize=3)
     bars_e2e = ax_lat.barh([i + height / 2 for i in y], e2e_p50, height, color=E2E_COLOR,
-                           xerr=[[0] * len(rows), [b - a for a, b in zip(e2e_p50, e2e_p95)]], capsize=3)
+                           xerr=[[0] * len(rows), e2e_err], capsize=3)
     for bars, values, key in ((bars_model, model_p50, "latency_speedup"), (bars_e2e, e2e_p50, "e2e_speedup")):
-        for bar, hatch in zip(bars, hatches):
+        for bar, hatch in zip(bars, hatches, strict=True):
             bar.set_hatch(hatch)
         ax_lat.bar_label(bars, labels=labels_for(values, key, "ms"), padding=14, fontsize=8)
     ax_lat.set_xlabel("batch-1 latency, ms (lower is better)\nbar: p50, whisker: p95; (n×) = speed-up vs torch")
@@ -82,7 +84,7 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
 
     rss = [r["peak_rss_mb"] for r in rows]
     bars_rss = ax_mem.barh(y, rss, 0.6, color=RSS_COLOR)
-    for bar, hatch in zip(bars_rss, hatches):
+    for bar, hatch in zip(bars_rss, hatches, strict=True):
         bar.set_hatch(hatch)
     ax_mem.bar_label(bars_rss, labels=labels_for(rss, "rss_ratio", "MB"), padding=3, fontsize=8)
     ax_mem.set_xlabel("peak RSS at batch 1, MB (lower is better)\n(n×) = ratio to torch")

@@ -72,7 +72,9 @@ def _get(host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, by
 
 
 @contextmanager
-def spawned_server(bundle: Path, serve_args: Sequence[str], *, startup_timeout_s: float = 120.0) -> Iterator[tuple[str, int]]:
+def spawned_server(
+    bundle: Path, serve_args: Sequence[str], *, startup_timeout_s: float = 120.0
+) -> Iterator[tuple[str, int]]:
     """``deepfake-edge serve BUNDLE`` on a free loopback port; yields (host, port) once /readyz is 200."""
     host, port = "127.0.0.1", _free_port()
     command = [sys.executable, "-m", "deepfake_edge.cli", "serve", str(bundle), "--host", host, "--port", str(port),
@@ -82,7 +84,8 @@ def spawned_server(bundle: Path, serve_args: Sequence[str], *, startup_timeout_s
         deadline = time.monotonic() + startup_timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+                stderr = proc.stderr.read() if proc.stderr else ""
+                raise RuntimeError(f"the server exited with {proc.returncode}: {stderr}")
             try:
                 if _get(host, port, "/readyz")[0] == 200:
                     break
@@ -219,7 +222,8 @@ def _parser() -> argparse.ArgumentParser:
                     "dynamic batching, then an overload phase counting 503s.",
     )
     parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory")
-    parser.add_argument("--variants", nargs="+", default=None, help="variants to serve (default: every variant of the bundle)")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="variants to serve (default: every variant of the bundle)")
     parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 8],
                         help="--max-batch settings to compare (default: 1 8; 1 = no batching)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="server --max-wait-ms (default: 5)")
@@ -227,7 +231,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=200, help="requests per phase (default: 200)")
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per phase at most (default: 120)")
     parser.add_argument("--threads", type=int, default=None, help="server onnxruntime threads (default: all cores)")
-    parser.add_argument("--decode-workers", type=int, default=None, help="server decode threads (default: the server's)")
+    parser.add_argument("--decode-workers", type=int, default=None,
+                        help="server decode threads (default: the server's)")
     parser.add_argument("--image", type=Path, default=None,
                         help="image to send (default: a synthetic 1280x720 JPEG, the size of a camera frame)")
     parser.add_argument("--overload-queue", type=int, default=4,
@@ -249,7 +254,8 @@ def _serve_args(args: argparse.Namespace, variant: str, max_batch: int, max_queu
 
 
 def _print_table(results: list[PhaseResult]) -> None:
-    header = f"{'phase':<28} {'clients':>7} {'ok':>5} {'503':>5} {'err':>4} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'batch':>6} {'healthz max':>11}"
+    header = (f"{'phase':<28} {'clients':>7} {'ok':>5} {'503':>5} {'err':>4} {'req/s':>7} {'p50 ms':>8} "
+              f"{'p95 ms':>8} {'batch':>6} {'healthz max':>11}")
     print(header)
     print("-" * len(header))
     for r in results:

@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BundleError, BundleFileMissingError, BundleMismatchError, ChecksumMismatchError, UnsupportedBundleError
+from .errors import (
+    BundleError,
+    BundleFileMissingError,
+    BundleMismatchError,
+    ChecksumMismatchError,
+    UnsupportedBundleError,
+)
 from .labels import read_labels
 from .manifest import MANIFEST_NAME, Manifest, Variant
 from .model_cache import file_sha256, sha256_file
@@ -76,10 +82,9 @@ class Bundle:
             raise BundleError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
         if size != variant.bytes:
             raise ChecksumMismatchError(f"{path}: {size} bytes on disk, the manifest records {variant.bytes}")
-        if actual is not None:
-            if actual != variant.sha256:
-                raise ChecksumMismatchError(
-                    f"{path}: sha256 {actual} does not match the manifest's {variant.sha256} "
-                    "(file damaged or replaced; pass verify=False / --no-verify to skip this check)"
-                )
+        if actual is not None and actual != variant.sha256:
+            raise ChecksumMismatchError(
+                f"{path}: sha256 {actual} does not match the manifest's {variant.sha256} "
+                "(file damaged or replaced; pass verify=False / --no-verify to skip this check)"
+            )
         return path

@@ -116,7 +116,9 @@ class Detector:
                 f"found inputs {sorted(inputs)} and outputs {sorted(outputs)}"
             )
         if inputs[INPUT_NAME].type != "tensor(float)":
-            raise BundleMismatchError(f"{model}: input {INPUT_NAME!r} is {inputs[INPUT_NAME].type}, expected tensor(float)")
+            raise BundleMismatchError(
+                f"{model}: input {INPUT_NAME!r} is {inputs[INPUT_NAME].type}, expected tensor(float)"
+            )
         cfg = self.bundle.preprocess
         if not cfg.do_resize:
             # Without resizing every image would have its own size, and the model
@@ -127,7 +129,8 @@ class Detector:
         shape, out_shape = inputs[INPUT_NAME].shape, outputs[OUTPUT_NAME].shape
         if len(shape) != 4 or len(out_shape) != 2:
             raise BundleMismatchError(
-                f"{model}: expected a rank-4 {INPUT_NAME!r} (NCHW) and rank-2 {OUTPUT_NAME!r}, got {shape} and {out_shape}"
+                f"{model}: expected a rank-4 {INPUT_NAME!r} (NCHW) and rank-2 {OUTPUT_NAME!r}, "
+                f"got {shape} and {out_shape}"
             )
         if isinstance(shape[1], int) and shape[1] != 3:
             raise BundleMismatchError(f"{model}: input {INPUT_NAME!r} has {shape[1]} channels, expected 3 (RGB)")
@@ -197,10 +200,10 @@ class Detector:
         probs = softmax(np.where(finite[:, None], logits, 0.0))
         ids = decisions(probs, self.labels, self.positive_label, self.threshold)
         return [
-            Prediction(source=src, label=self.labels[int(i)], scores=dict(zip(self.labels, map(float, p))))
+            Prediction(source=src, label=self.labels[int(i)], scores=dict(zip(self.labels, map(float, p), strict=True)))
             if ok else Failure(source=src, error=ModelOutputError(src, "the model returned non-finite scores "
                                                                   "(NaN or inf); its file may be damaged"))
-            for src, p, i, ok in zip(sources, probs, ids, finite)
+            for src, p, i, ok in zip(sources, probs, ids, finite, strict=True)
         ]
 
     def iter_predict(

@@ -17,11 +17,13 @@ from functools import lru_cache
 from typing import IO, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageDecodeError, ImageError, ImageReadError, ImageTooLargeError, UnsupportedInputError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "REFUSED_FORMATS", "ImageInput", "describe_source", "is_single_input", "load_rgb", "to_rgb"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS", "REFUSED_FORMATS", "ImageInput", "describe_source", "is_single_input", "load_rgb", "to_rgb",
+]
 
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray]
 
@@ -47,6 +49,7 @@ _DECODER_FAILURES: tuple[type[BaseException], ...] = (
     KeyError,
     ArithmeticError,  # ZeroDivisionError, OverflowError on absurd header fields
     NotImplementedError,
+    Warning,  # PIL's warnings (e.g. truncated data) when the caller's filters turn them into errors
 )
 
 # Formats never decoded: PIL renders EPS/PostScript by running Ghostscript on
@@ -141,14 +144,14 @@ def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
         # Image.open, before our own check can run, whatever max_pixels says;
         # its message carries the declared pixel count.
         raise ImageTooLargeError(name, f"refused before decoding: {exc}") from exc
-    except Image.UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:
         if _is_postscript(fp):
             raise ImageDecodeError(name, "EPS/PostScript is not accepted (decoding it would run Ghostscript)") from exc
         raise ImageDecodeError(name, "not a recognised image format") from exc
     except MemoryError as exc:
         # Under the pixel limit but still more than this machine can hold.
         raise ImageTooLargeError(name, f"not enough memory to decode it ({exc or 'MemoryError'})") from exc
-    except (*_DECODER_FAILURES, Warning) as exc:
+    except _DECODER_FAILURES as exc:
         raise ImageDecodeError(name, f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from exc
     return _rgb(image, name)
 
@@ -241,13 +244,17 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
     elif array.ndim == 3 and array.shape[2] in (3, 4):
         mode = "RGB" if array.shape[2] == 3 else "RGBA"
     else:
-        raise UnsupportedInputError(name, f"numpy images must be HW or HWC with 1, 3 or 4 channels, got shape {array.shape}")
+        raise UnsupportedInputError(
+            name, f"numpy images must be HW or HWC with 1, 3 or 4 channels, got shape {array.shape}"
+        )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageDecodeError(name, f"image has an empty shape {array.shape}")
     return _rgb(Image.fromarray(np.ascontiguousarray(array), mode), name)
 
 
-def load_rgb(source: ImageInput, *, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_rgb(
+    source: ImageInput, *, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Decode ``source`` into an RGB image, or raise an ``ImageError`` naming it.
 
     Paths we open are closed again; caller-owned file objects are left open.
@@ -260,7 +267,7 @@ def load_rgb(source: ImageInput, *, name: str | None = None, max_pixels: int | N
             source.load()
         except MemoryError as exc:
             raise ImageTooLargeError(name, f"not enough memory to decode it ({exc or 'MemoryError'})") from exc
-        except (*_DECODER_FAILURES, Warning) as exc:
+        except _DECODER_FAILURES as exc:
             raise ImageDecodeError(name, f"PIL image could not be loaded ({type(exc).__name__}: {exc})") from exc
         return _rgb(source, name)
     if isinstance(source, np.ndarray):

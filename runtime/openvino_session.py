@@ -59,7 +59,9 @@ class OpenVINOSession:
 
         refused = sorted(set(options or {}) - ALLOWED_OPTIONS)
         if refused:
-            raise BundleError(f"{path}: the manifest sets OpenVINO options {refused}; allowed: {sorted(ALLOWED_OPTIONS)}")
+            raise BundleError(
+                f"{path}: the manifest sets OpenVINO options {refused}; allowed: {sorted(ALLOWED_OPTIONS)}"
+            )
         config = {**(options or {}), "INFERENCE_NUM_THREADS": str(threads)}  # the caller's thread count wins
         core = ov.Core()
         try:

@@ -79,7 +79,8 @@ class PreprocessConfig:
         kind = data.get("image_processor_type", "SiglipImageProcessor")
         if kind not in SUPPORTED_PROCESSORS:
             raise UnsupportedBundleError(
-                f"{source}: image_processor_type {kind!r} is not supported; expected one of {sorted(SUPPORTED_PROCESSORS)}"
+                f"{source}: image_processor_type {kind!r} is not supported; "
+                f"expected one of {sorted(SUPPORTED_PROCESSORS)}"
             )
         size = data.get("size", {"height": 224, "width": 224})
         if not isinstance(size, Mapping) or "height" not in size or "width" not in size:
@@ -119,7 +120,8 @@ class PreprocessConfig:
 def resize(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     """HWC uint8; PIL takes ``(width, height)``, the config stores height first."""
     if config.do_resize:
-        image = image.resize((config.width, config.height), resample=Image.Resampling(config.resample), reducing_gap=None)
+        image = image.resize((config.width, config.height), resample=Image.Resampling(config.resample),
+                             reducing_gap=None)
     array = np.asarray(image)
     return array if array.ndim == 3 else array[:, :, None]
 

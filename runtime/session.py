@@ -99,7 +99,9 @@ def create_session(
     chosen = list(providers) if providers else list(DEFAULT_PROVIDERS)
     unknown = [p for p in chosen if p not in ort.get_available_providers()]
     if unknown:
-        raise BundleError(f"execution providers {unknown} are not available; this onnxruntime has {ort.get_available_providers()}")
+        raise BundleError(
+            f"execution providers {unknown} are not available; this onnxruntime has {ort.get_available_providers()}"
+        )
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except ORT_ERRORS as exc:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
 from deepfake_edge import Detector, Prediction
+
 from image_factory import mode_samples
 
 

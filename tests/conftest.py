@@ -1,124 +1,124 @@
-"""Shared fixtures: tiny random SigLIP classifiers built in-process, exported once per session.
+"""Shared fixtures, layered so the runtime tests also run on a base install.
 
-No network: checkpoints are created with random weights and ``save_pretrained``.
-Odd image sizes, non-default mean/std and a 3-label set make hard-coded
-512 / 0.5 / two-label assumptions fail.
+- Building tests (export, recipes, bench, proxy) need the ``[export]`` extra and
+  import torch themselves.
+- Runtime tests take bundles, photos and reference answers (transformers /
+  torch / onnx, never our own code) from a fixture directory
+  (``tests/fixture_dir.py``): built in the session when ``[export]`` is
+  installed, or read from ``$DEEPFAKE_EDGE_TEST_FIXTURES`` when that names a
+  complete one. With neither, they skip and say why.
+
+On a base install (numpy, Pillow, onnxruntime, pytest)::
+
+    python tests/prebuilt.py build /tmp/fixtures     # once, where [export] is installed
+    python tests/prebuilt.py run /tmp/fixtures       # on the base install: the runtime tests, no skips allowed
+
+``DEEPFAKE_EDGE_TEST_NO_SKIPS=1`` turns a run with a skipped test, or with no
+test passed, into a failure (CI sets it, so nothing skips unnoticed).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from PIL import Image
+
+from fixture_dir import FixtureDir, FixtureUnavailable
+from references import References
+from tiny_models import TINY_SPECS
 
 # The runtime's per-user cache (sha256 results) goes to a scratch directory, never the tester's home;
 # subprocesses inherit it.
 os.environ["DEEPFAKE_EDGE_CACHE"] = tempfile.mkdtemp(prefix="deepfake-edge-test-cache-")
 
-torch = pytest.importorskip("torch", reason="tests need the [export] extra (torch)")
-transformers = pytest.importorskip("transformers", reason="tests need the [export] extra (transformers)")
+NO_SKIPS = "DEEPFAKE_EDGE_TEST_NO_SKIPS"
+T = TypeVar("T")
+_OPENED: list[FixtureDir] = []
 
 
-@dataclass(frozen=True)
-class TinySpec:
-    name: str
-    image_size: int
-    patch_size: int
-    labels: tuple[str, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resample: int
-    head_scale: float  # makes the random head's logits decisive, so int8 label checks mean something
-    hidden_act: str  # both GELU forms torch exports (tanh and erf), for the graph fusions
+def pytest_configure(config: pytest.Config) -> None:
+    # Not in pyproject's list: naming torch's class there would need torch on a base install.
+    if importlib.util.find_spec("torch") is not None:
+        config.addinivalue_line("filterwarnings", "ignore::torch.jit.TracerWarning")
 
 
-TINY_SPECS = {
-    # the deepfake label set, odd size, SigLIP's default normalisation
-    "binary": TinySpec("binary", 45, 9, ("fake", "real"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 3, 8.0,
-                       "gelu_pytorch_tanh"),
-    # another label set, another size, ImageNet normalisation, bilinear resize
-    "ternary": TinySpec("ternary", 33, 11, ("real", "fake", "edited"), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 2, 8.0,
-                        "gelu"),
-}
-
-
-def build_tiny_checkpoint(spec: TinySpec, out_dir: Path, seed: int = 0) -> Path:
-    from transformers import SiglipConfig, SiglipForImageClassification, SiglipImageProcessor
-
-    torch.manual_seed(seed)
-    config = SiglipConfig(
-        vision_config={
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "patch_size": spec.patch_size, "image_size": spec.image_size, "hidden_act": spec.hidden_act,
-        },
-        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4},
-        id2label=dict(enumerate(spec.labels)),
-        label2id={label: i for i, label in enumerate(spec.labels)},
-    )
-    model = SiglipForImageClassification(config).eval()
-    with torch.no_grad():
-        model.classifier.weight.mul_(spec.head_scale)
-    model.save_pretrained(out_dir)
-    SiglipImageProcessor(
-        size={"height": spec.image_size, "width": spec.image_size},
-        resample=spec.resample, image_mean=list(spec.mean), image_std=list(spec.std),
-    ).save_pretrained(out_dir)
-    return out_dir
-
-
-@pytest.fixture(scope="session", params=sorted(TINY_SPECS))
-def tiny_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _checkpoint(request.param, tmp_path_factory)
-
-
-_CACHE: dict[str, Path] = {}
-
-
-def _checkpoint(name: str, factory: pytest.TempPathFactory) -> Path:
-    if name not in _CACHE:
-        _CACHE[name] = build_tiny_checkpoint(TINY_SPECS[name], factory.mktemp(f"ckpt-{name}"))
-    return _CACHE[name]
-
-
-_BUNDLES: dict[str, Path] = {}
-
-
-def _bundle(name: str, factory: pytest.TempPathFactory) -> Path:
-    if name not in _BUNDLES:
-        from deepfake_edge.export import export_bundle
-
-        out = factory.mktemp(f"bundle-{name}") / "bundle"
-        # fp32 + int8 whatever is installed (the export adds int8-ov by default where OpenVINO is)
-        export_bundle(str(_checkpoint(name, factory)), out, variants=("fp32", "int8"), log=lambda _msg: None)
-        _BUNDLES[name] = out
-    return _BUNDLES[name]
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus != pytest.ExitCode.INTERRUPTED:
+        for opened in _OPENED:
+            opened.finish()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if os.environ.get(NO_SKIPS) and reporter is not None and exitstatus in (
+        pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED
+    ):
+        skipped, passed = len(reporter.stats.get("skipped", [])), len(reporter.stats.get("passed", []))
+        if skipped or not passed:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            reporter.write_line(f"{NO_SKIPS} is set: {skipped} skipped, {passed} passed; every test must run",
+                                red=True, bold=True)
 
 
 @pytest.fixture(scope="session")
-def binary_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _checkpoint("binary", tmp_path_factory)
+def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> FixtureDir:
+    try:
+        opened = FixtureDir.open(tmp_path_factory.mktemp("fixtures"))
+    except FixtureUnavailable as exc:
+        pytest.skip(str(exc))
+    _OPENED.append(opened)
+    return opened
+
+
+def _get(getter: Callable[..., T], *args: str) -> T:
+    """A fixture dir accessor's result; a set that lacks it fails the test, naming what to rebuild."""
+    try:
+        return getter(*args)
+    except FixtureUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def binary_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(fixture_dir: FixtureDir) -> References:
+    """transformers / torch / onnx answers, live while building, replayed otherwise."""
+    return fixture_dir.references
+
+
+@pytest.fixture(scope="session")
+def binary_checkpoint(fixture_dir: FixtureDir) -> Path:
+    return _get(fixture_dir.checkpoint, "binary")
+
+
+@pytest.fixture(scope="session")
+def binary_bundle(fixture_dir: FixtureDir) -> Path:
     """fp32 + int8 bundle of the two-label (fake/real) tiny model."""
-    return _bundle("binary", tmp_path_factory)
+    return _get(fixture_dir.bundle, "binary")
 
 
 @pytest.fixture(scope="session", params=sorted(TINY_SPECS))
-def any_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
+def any_bundle(request: pytest.FixtureRequest, fixture_dir: FixtureDir) -> tuple[str, Path, Path]:
     """(spec name, checkpoint dir, bundle dir) for every tiny spec."""
-    return request.param, _checkpoint(request.param, tmp_path_factory), _bundle(request.param, tmp_path_factory)
+    return request.param, _get(fixture_dir.checkpoint, request.param), _get(fixture_dir.bundle, request.param)
 
 
 @pytest.fixture(scope="session")
-def photo_paths() -> list[Path]:
-    from deepfake_edge.export.sample_images import photo_paths as shipped
+def variants_bundle(fixture_dir: FixtureDir) -> Path:
+    """The binary model with fp32, int8, int8-ort and int8-static (untuned)."""
+    return _get(fixture_dir.variants_bundle)
 
-    paths = shipped("heldout")
+
+@pytest.fixture(scope="session")
+def photo_paths(fixture_dir: FixtureDir) -> list[Path]:
+    paths = _get(fixture_dir.photos)
     if not paths:
         pytest.skip("no shipped photos (scikit-image/scikit-learn/matplotlib) installed")
     return paths
+
+
+@pytest.fixture(scope="session")
+def evaluation_images(fixture_dir: FixtureDir) -> list[Image.Image]:
+    """Held-out photos and their crops, as RGB (the same pixels the references were computed on)."""
+    return _get(fixture_dir.images)

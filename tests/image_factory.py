@@ -41,7 +41,7 @@ def mode_samples(photo: Path) -> dict[str, bytes]:
         "P.gif": _encode(rgb.quantize(colors=32), "GIF"),
         "RGBA.png": _encode(Image.merge("RGBA", (*rgb.split(), alpha)), "PNG"),
         "CMYK.jpg": _encode(rgb.convert("CMYK"), "JPEG", quality=90),
-        "I16.png": _encode(Image.fromarray((np.asarray(gray, dtype=np.uint16) * 3)), "PNG"),
+        "I16.png": _encode(Image.fromarray(np.asarray(gray, dtype=np.uint16) * 3), "PNG"),
         "1.png": _encode(gray.convert("1"), "PNG"),
         "tall.png": _encode(rgb.resize((7, 300)), "PNG"),
         "tiny-1x1.png": _encode(Image.new("RGB", (1, 1), (200, 30, 90)), "PNG"),

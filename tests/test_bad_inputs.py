@@ -12,6 +12,7 @@ from PIL import Image
 
 from deepfake_edge import ImageDecodeError, ImageReadError, ImageTooLargeError
 from deepfake_edge.images import load_rgb
+
 from image_factory import animated_gif, png_claiming_size
 
 

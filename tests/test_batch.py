@@ -16,12 +16,14 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 ray = pytest.importorskip("ray", reason="the batch tests need the [ray] extra")
 pq = pytest.importorskip("pyarrow.parquet", reason="the batch tests need the [ray] extra (pyarrow)")
 
-from batch_archive import assert_same_as_predict, build_archive
+from PIL import Image
+
 from deepfake_edge import Detector
 from deepfake_edge.batch import OutputFolder, classify_dataset
 from deepfake_edge.cli import main
 from deepfake_edge.cli.common import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE
-from PIL import Image
+
+from batch_archive import assert_same_as_predict, build_archive
 
 KILL_TIMEOUT = 120.0  # the killed run must write its first part within this (it usually takes seconds)
 
@@ -96,7 +98,7 @@ def test_manifests_and_globs(binary_bundle: Path, archive: tuple[Path, list[Path
     assert set(rows) == set(expected) and len(rows) == table.num_rows
     assert rows[str(tmp_path / "missing.png")]["error"] == "ImageReadError"
     reference = Detector.load(binary_bundle).predict([str(p) for p in through_uri])
-    for path, expected_result in zip(through_uri, reference):
+    for path, expected_result in zip(through_uri, reference, strict=True):
         assert rows[f"file://{path}"]["scores"] == pytest.approx(expected_result.scores, abs=1e-6)
 
 

@@ -21,12 +21,12 @@ ray = pytest.importorskip("ray", reason="the cluster tests need the [ray] extra"
 cluster_utils = pytest.importorskip("ray.cluster_utils", reason="the cluster tests need the [ray] extra")
 
 import pyarrow as pa
-from batch_archive import assert_same_as_predict, build_archive
+
 from deepfake_edge import Detector
 from deepfake_edge.batch import classify_dataset
 from deepfake_edge.batch.shipping import CACHE_FOLDER
 
-pytestmark = pytest.mark.cluster
+from batch_archive import assert_same_as_predict, build_archive
 
 NODE_TIMEOUT = 60.0
 

@@ -3,7 +3,7 @@
 Every case works on a copy of the session bundle (never the shared fixture).
 The expectation for each damage is written down as data below; the test applies
 the damage, loads, and checks the error class and that the message names the file.
-An interrupted export must never leave a half-bundle that looks complete.
+(An interrupted export is tested in test_export.py.)
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from deepfake_edge import (
     Prediction,
     UnsupportedBundleError,
 )
+
+from references import References
 
 MANIFEST, CONFIG, PREPROCESSOR = "manifest.json", "config.json", "preprocessor_config.json"
 INT8, FP32 = "model_int8.onnx", "model.onnx"  # the binary bundle's default variant is int8
@@ -64,14 +66,11 @@ def _flip_bytes_in_place(path: Path, offset: int, count: int = 8) -> None:
     path.write_bytes(bytes(data))
 
 
-def _flip_weight_bytes(path: Path) -> None:
+def _flip_weight_bytes(path: Path, reference: References) -> None:
     """Flip bytes inside the largest weight tensor: the graph still parses, the numbers change."""
-    onnx = pytest.importorskip("onnx", reason="locating weights needs the onnx package ([export] extra)")
-    model = onnx.load(str(path))
-    raw = max((init.raw_data for init in model.graph.initializer), key=len)
-    offset = path.read_bytes().find(raw)
-    assert offset > 0 and len(raw) > 64
-    _flip_bytes_in_place(path, offset + len(raw) // 2, 4)
+    offset, length = reference.largest_initializer(path)
+    assert offset > 0 and length > 64
+    _flip_bytes_in_place(path, offset + length // 2, 4)
 
 
 def _set(path_name: str, *keys: str, value: object) -> Callable[[Path], None]:
@@ -99,12 +98,15 @@ class Damage:
     message: str  # regex the message must contain
     variant: str | None = None
     verify: bool = True
+    flip_weights_in: str | None = None  # first flip bytes inside this model file's largest weight tensor
 
 
 DAMAGES: dict[str, Damage] = {
     # missing files
-    "manifest missing": Damage(lambda b: (b / MANIFEST).unlink(), BundleFileMissingError, MANIFEST, "manifest is missing"),
-    "config missing": Damage(lambda b: (b / CONFIG).unlink(), BundleFileMissingError, CONFIG, "model config is missing"),
+    "manifest missing": Damage(lambda b: (b / MANIFEST).unlink(), BundleFileMissingError, MANIFEST,
+                               "manifest is missing"),
+    "config missing": Damage(lambda b: (b / CONFIG).unlink(), BundleFileMissingError, CONFIG,
+                             "model config is missing"),
     "preprocessor missing": Damage(lambda b: (b / PREPROCESSOR).unlink(), BundleFileMissingError, PREPROCESSOR,
                                    "preprocessor config is missing"),
     "model file missing": Damage(lambda b: (b / INT8).unlink(), BundleFileMissingError, INT8,
@@ -116,8 +118,9 @@ DAMAGES: dict[str, Damage] = {
                               r"\d+ bytes on disk, the manifest records \d+"),
     "model truncated, --no-verify": Damage(lambda b: _truncate(b / INT8), ChecksumMismatchError, INT8,
                                            r"\d+ bytes on disk", verify=False),
-    "model bytes flipped": Damage(lambda b: _flip_weight_bytes(b / INT8), ChecksumMismatchError, INT8,
-                                  r"sha256 [0-9a-f]{64} does not match the manifest's [0-9a-f]{64}.*--no-verify"),
+    "model bytes flipped": Damage(lambda b: None, ChecksumMismatchError, INT8,
+                                  r"sha256 [0-9a-f]{64} does not match the manifest's [0-9a-f]{64}.*--no-verify",
+                                  flip_weights_in=INT8),
     "fp32 bytes flipped": Damage(lambda b: _flip_bytes_in_place(b / FP32, 4000), ChecksumMismatchError, FP32,
                                  "does not match the manifest", variant="fp32"),
     "model unparsable, rehashed": Damage(_corrupt_protobuf_then_rehash, BundleError, INT8,
@@ -126,8 +129,9 @@ DAMAGES: dict[str, Damage] = {
                                             "onnxruntime cannot load this model", verify=False),
     "model truncated, rehashed": Damage(lambda b: (_truncate(b / INT8, 0.7), _rehash(b)), BundleError, INT8,
                                         "onnxruntime cannot load this model"),
-    "model is a JPEG, rehashed": Damage(lambda b: ((b / INT8).write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 500), _rehash(b)),
-                                        BundleError, INT8, "onnxruntime cannot load this model"),
+    "model is a JPEG, rehashed": Damage(
+        lambda b: ((b / INT8).write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 500), _rehash(b)),
+        BundleError, INT8, "onnxruntime cannot load this model"),
     # manifest problems
     "unknown format_version": Damage(_set(MANIFEST, "format_version", value=2), UnsupportedBundleError, MANIFEST,
                                      "format_version 2 is not supported by this runtime"),
@@ -187,7 +191,8 @@ DAMAGES: dict[str, Damage] = {
     "do_resize false": Damage(_set(PREPROCESSOR, "do_resize", value=False), UnsupportedBundleError, PREPROCESSOR,
                               "do_resize is false, but the model needs a fixed 45x45 input"),
     # the request itself
-    "unknown variant requested": Damage(lambda b: None, UnsupportedBundleError, "", "no variant 'fp16'", variant="fp16"),
+    "unknown variant requested": Damage(lambda b: None, UnsupportedBundleError, "", "no variant 'fp16'",
+                                        variant="fp16"),
 }
 
 
@@ -196,10 +201,16 @@ def bundle_copy(binary_bundle: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(binary_bundle, tmp_path / "bundle"))
 
 
+def _apply(spec: Damage, bundle: Path, reference: References) -> None:
+    if spec.flip_weights_in:
+        _flip_weight_bytes(bundle / spec.flip_weights_in, reference)
+    spec.damage(bundle)
+
+
 @pytest.mark.parametrize("case", sorted(DAMAGES))
-def test_damaged_bundle_fails_at_load(bundle_copy: Path, case: str) -> None:
+def test_damaged_bundle_fails_at_load(bundle_copy: Path, case: str, reference: References) -> None:
     spec = DAMAGES[case]
-    spec.damage(bundle_copy)
+    _apply(spec, bundle_copy, reference)
     with pytest.raises(spec.error, match=spec.message) as info:
         Detector.load(bundle_copy, spec.variant, verify=spec.verify)
     assert str(bundle_copy / spec.file) in str(info.value), f"the message must name {spec.file or 'the bundle'}"
@@ -213,9 +224,9 @@ def test_bundle_path_that_is_a_file(bundle_copy: Path) -> None:
         Detector.load(bundle_copy / "nowhere")
 
 
-def test_no_verify_skips_only_the_sha256(bundle_copy: Path, binary_bundle: Path) -> None:
+def test_no_verify_skips_only_the_sha256(bundle_copy: Path, reference: References) -> None:
     """Flipped weight bytes: refused by default, loaded with verify=False (the size still matches)."""
-    _flip_weight_bytes(bundle_copy / FP32)
+    _flip_weight_bytes(bundle_copy / FP32, reference)
     with pytest.raises(ChecksumMismatchError):
         Detector.load(bundle_copy, "fp32")
     detector = Detector.load(bundle_copy, "fp32", verify=False)
@@ -223,13 +234,10 @@ def test_no_verify_skips_only_the_sha256(bundle_copy: Path, binary_bundle: Path)
     assert isinstance(result, Prediction) and sum(result.scores.values()) == pytest.approx(1.0)
 
 
-# -- models whose graph disagrees with the bundle (needs the onnx package) ---------------
-def _edit_model(bundle: Path, edit: Callable[..., None], variant: str = "fp32") -> None:
-    onnx = pytest.importorskip("onnx", reason="editing ONNX graphs needs the onnx package ([export] extra)")
+# -- models whose graph disagrees with the bundle (edited with the onnx package) ---------
+def _edit_model(bundle: Path, edit: Callable[..., None], reference: References, variant: str = "fp32") -> None:
     path = bundle / (FP32 if variant == "fp32" else INT8)
-    model = onnx.load(str(path))
-    edit(model)
-    onnx.save(model, str(path))
+    path.write_bytes(reference.edited_model(path, edit))
     _rehash(bundle, variant)
 
 
@@ -246,16 +254,17 @@ def _dynamic_height_width(model: object) -> None:
     dims[2].dim_param, dims[3].dim_param = "height", "width"
 
 
-def test_renamed_output_fails_at_load(bundle_copy: Path) -> None:
-    _edit_model(bundle_copy, _rename_output)
-    with pytest.raises(BundleMismatchError, match=r"expected input 'pixel_values' and output 'logits'.*'scores'") as info:
+def test_renamed_output_fails_at_load(bundle_copy: Path, reference: References) -> None:
+    _edit_model(bundle_copy, _rename_output, reference)
+    expected = r"expected input 'pixel_values' and output 'logits'.*'scores'"
+    with pytest.raises(BundleMismatchError, match=expected) as info:
         Detector.load(bundle_copy, "fp32")
     assert str(bundle_copy / FP32) in str(info.value)
 
 
-def test_dynamic_size_model_is_probed_at_load(bundle_copy: Path, binary_bundle: Path) -> None:
+def test_dynamic_size_model_is_probed_at_load(bundle_copy: Path, binary_bundle: Path, reference: References) -> None:
     """A model with free height/width does not say what it accepts: the size is probed at load."""
-    _edit_model(bundle_copy, _dynamic_height_width)
+    _edit_model(bundle_copy, _dynamic_height_width, reference)
     image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     expected = Detector.load(binary_bundle, "fp32").predict_one(image)
     got = Detector.load(bundle_copy, "fp32").predict_one(image)  # matching size: loads and agrees
@@ -270,9 +279,9 @@ def test_dynamic_size_model_is_probed_at_load(bundle_copy: Path, binary_bundle: 
 # -- the same through the CLI: exit code 4, one clear line, no traceback -----------------
 @pytest.mark.parametrize("case", ["model file missing", "model bytes flipped", "preprocessor size != model input",
                                   "unknown format_version"])
-def test_cli_reports_damaged_bundle(bundle_copy: Path, case: str, tmp_path: Path) -> None:
+def test_cli_reports_damaged_bundle(bundle_copy: Path, case: str, tmp_path: Path, reference: References) -> None:
     spec = DAMAGES[case]
-    spec.damage(bundle_copy)
+    _apply(spec, bundle_copy, reference)
     image = tmp_path / "gray.png"
     from PIL import Image
 
@@ -291,20 +300,18 @@ def test_cli_reports_damaged_bundle(bundle_copy: Path, case: str, tmp_path: Path
         assert json.loads(skipped.stdout)["label"] in {"fake", "real"}
 
 
-def _nan_weights(path: Path) -> None:
+def _nan_weights(path: Path, reference: References) -> None:
     """Write NaN over the largest fp32 weight: the graph still loads, every score turns NaN."""
-    onnx = pytest.importorskip("onnx", reason="locating weights needs the onnx package ([export] extra)")
-    model = onnx.load(str(path))
-    raw = max((i.raw_data for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT), key=len)
-    data = path.read_bytes()
-    offset = data.find(raw)
+    offset, length = reference.largest_initializer(path, float32=True)
     assert offset > 0
-    nan = np.full(len(raw) // 4, np.nan, np.float32).tobytes()
-    path.write_bytes(data[:offset] + nan + data[offset + len(raw):])
+    data = path.read_bytes()
+    nan = np.full(length // 4, np.nan, np.float32).tobytes()
+    path.write_bytes(data[:offset] + nan + data[offset + length:])
 
 
-def test_nan_scores_from_a_damaged_model_are_an_error_line(bundle_copy: Path, tmp_path: Path) -> None:
-    _nan_weights(bundle_copy / FP32)
+def test_nan_scores_from_a_damaged_model_are_an_error_line(bundle_copy: Path, tmp_path: Path,
+                                                           reference: References) -> None:
+    _nan_weights(bundle_copy / FP32, reference)
     image = tmp_path / "gray.png"
     from PIL import Image
 
@@ -315,91 +322,3 @@ def test_nan_scores_from_a_damaged_model_are_an_error_line(bundle_copy: Path, tm
     line = json.loads(proc.stdout)  # strict JSON: a bare NaN would not parse with allow_nan=False below
     json.dumps(line, allow_nan=False)
     assert line["error"] == "ModelOutputError" and "non-finite" in line["message"] and line["path"] == str(image)
-
-
-# -- export is atomic: an interruption never leaves a bundle that looks whole -----------
-class Interrupted(Exception):
-    """Stands for anything that stops an export half-way (a crash, a full disk, Ctrl-C)."""
-
-
-@pytest.fixture(scope="module")
-def two_images() -> list:
-    from deepfake_edge.export.sample_images import heldout_images
-
-    return heldout_images()[:2]  # a short validation keeps each export to about a second
-
-
-def _export(checkpoint: Path, out: Path, images: list, **kwargs: object) -> None:
-    from deepfake_edge.export import export_bundle
-
-    kwargs.setdefault("variants", ("fp32", "int8"))  # whatever is installed
-    export_bundle(str(checkpoint), out, validation_images=images, **kwargs)  # type: ignore[arg-type]
-
-
-def _leftovers(parent: Path, name: str) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}."))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("stop_at", "exception"),
-    [
-        ("-> exporting fp32 ONNX", Interrupted),            # before any file exists
-        ("-> building int8", Interrupted),                  # model.onnx + configs written, no int8, no manifest
-        ("   int8: agreement", KeyboardInterrupt),          # every model written, only the manifest missing
-    ],
-)
-def test_interrupted_export_leaves_nothing(binary_checkpoint: Path, tmp_path: Path, two_images: list,
-                                           stop_at: str, exception: type[BaseException]) -> None:
-    seen: list[str] = []
-
-    def log(message: str) -> None:
-        seen.append(message)
-        if message.startswith(stop_at):
-            raise exception(message)
-
-    out = tmp_path / "bundle"
-    with pytest.raises(exception):
-        _export(binary_checkpoint, out, two_images, log=log)
-    assert any(m.startswith(stop_at) for m in seen)
-    assert not out.exists(), "an interrupted export must not leave the bundle directory"
-    assert _leftovers(tmp_path, "bundle") == [], "the staging directory must be removed"
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.slow
-def test_interrupted_overwrite_keeps_the_old_bundle(binary_checkpoint: Path, bundle_copy: Path, tmp_path: Path,
-                                                    two_images: list, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failing last step (say, a full disk while writing the manifest) keeps the previous bundle intact."""
-    import deepfake_edge.export.pipeline as pipeline
-
-    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bundle_copy.iterdir()}
-
-    def full_disk(root: Path, manifest: object) -> None:
-        (root / MANIFEST).write_text('{"format": "deepfake-edge-bundle", "forma')  # half-written
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(pipeline, "write_manifest", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        _export(binary_checkpoint, bundle_copy, two_images, overwrite=True, log=lambda _m: None)
-    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bundle_copy.iterdir()}
-    assert after == before, "the previous bundle must be untouched"
-    assert _leftovers(tmp_path, "bundle") == []
-    Detector.load(bundle_copy)  # still whole and verified
-
-
-@pytest.mark.slow
-def test_failure_after_the_rename_leaves_a_whole_bundle(binary_checkpoint: Path, tmp_path: Path,
-                                                        two_images: list) -> None:
-    """The control: once the final log line is reached the bundle is complete and loads."""
-    def log(message: str) -> None:
-        if message.startswith("bundle written to"):
-            raise Interrupted(message)
-
-    out = tmp_path / "bundle"
-    with pytest.raises(Interrupted):
-        _export(binary_checkpoint, out, two_images, log=log)
-    assert _leftovers(tmp_path, "bundle") == []
-    detector = Detector.load(out)
-    assert sorted(p.name for p in out.iterdir()) == sorted([CONFIG, MANIFEST, FP32, INT8, PREPROCESSOR])
-    assert detector.variant_name == "int8"

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from deepfake_edge import Detector, Failure, ImageError, Prediction
+
 from image_factory import animated_gif, png_claiming_size
 
 THREADS = 8

@@ -1,16 +1,16 @@
-"""Detector behaviour: scores vs torch, batch invariance, error reporting, thresholds, threads."""
+"""Detector behaviour: scores vs torch, batch invariance, error reporting, thresholds.
+
+Sharing one Detector between threads is tested in test_concurrency.py.
+"""
 
 from __future__ import annotations
 
 import io
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from transformers import SiglipForImageClassification, SiglipImageProcessor
 
 from deepfake_edge import (
     BatchError,
@@ -21,26 +21,27 @@ from deepfake_edge import (
     Prediction,
     UnsupportedInputError,
 )
-from deepfake_edge.export.sample_images import heldout_images
+
+from references import References
+from tiny_models import TINY_SPECS
 
 
 @pytest.fixture(scope="module")
-def images() -> list[Image.Image]:
-    return [item.image for item in heldout_images(synthetic=4)][:20]
+def images(evaluation_images: list[Image.Image]) -> list[Image.Image]:
+    return evaluation_images
 
 
-def test_scores_are_torch_softmax(any_bundle: tuple[str, Path, Path], images: list[Image.Image]) -> None:
-    _, checkpoint, bundle = any_bundle
-    model = SiglipForImageClassification.from_pretrained(checkpoint).eval()
-    processor = SiglipImageProcessor.from_pretrained(checkpoint)
-    with torch.no_grad():
-        logits = model(**processor(images=images, return_tensors="pt")).logits
-    expected = torch.softmax(logits.double(), -1).numpy()
+def test_scores_are_torch_softmax(any_bundle: tuple[str, Path, Path], images: list[Image.Image],
+                                  reference: References) -> None:
+    name, _, bundle = any_bundle
+    spec = TINY_SPECS[name]
+    pixel_values = np.stack([reference.pixel_values(spec.processor_settings(), image) for image in images])
+    expected = reference.probabilities(name, pixel_values)
     detector = Detector.load(bundle, "fp32")
     results = detector.predict(images, batch_size=3)
-    labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+    labels = list(spec.labels)
     assert list(detector.labels) == labels
-    for result, row in zip(results, expected):
+    for result, row in zip(results, expected, strict=True):
         assert isinstance(result, Prediction)
         assert list(result.scores) == labels
         assert sum(result.scores.values()) == pytest.approx(1.0, abs=1e-9)
@@ -48,25 +49,15 @@ def test_scores_are_torch_softmax(any_bundle: tuple[str, Path, Path], images: li
         assert result.label == labels[int(row.argmax())]
 
 
-@pytest.fixture(scope="module")
-def every_variant_bundle(binary_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from deepfake_edge.export import export_bundle
-
-    out = tmp_path_factory.mktemp("variants") / "bundle"
-    export_bundle(str(binary_checkpoint), out, variants=["fp32", "int8", "int8-ort", "int8-static"],
-                  calibration_limit=8, tune=False, log=lambda _m: None)
-    return out
-
-
 @pytest.mark.parametrize("variant", ["fp32", "int8", "int8-ort", "int8-static"])
-def test_batch_invariance(every_variant_bundle: Path, images: list[Image.Image], variant: str) -> None:
+def test_batch_invariance(variants_bundle: Path, images: list[Image.Image], variant: str) -> None:
     """An image's scores must not depend on the other images in its batch.
 
     Variants with a run-time activation range over the whole batch (int8-ort)
     are fed one image at a time, so they must match exactly; the others match
     up to float rounding of batched kernels.
     """
-    detector = Detector.load(every_variant_bundle, variant)
+    detector = Detector.load(variants_bundle, variant)
     per_image = not detector.variant.batch_invariant
     assert per_image == (variant == "int8-ort")
     alone = [detector.predict_one(image).scores for image in images]
@@ -99,7 +90,7 @@ def test_bad_input_does_not_lose_the_batch(binary_bundle: Path, images: list[Ima
                      "UnsupportedInputError", "Prediction"]
     assert len(info.value.failures) == 4
     returned = detector.predict(inputs, batch_size=2, on_error="return")  # type: ignore[arg-type]
-    for got, expected in zip(returned, results):
+    for got, expected in zip(returned, results, strict=True):
         assert type(got) is type(expected)
         if isinstance(got, Prediction):
             assert got.scores == expected.scores  # type: ignore[union-attr]
@@ -123,16 +114,8 @@ def test_threshold_moves_the_decision(binary_bundle: Path, images: list[Image.Im
     p_fake = np.array([r.scores["fake"] for r in base])  # type: ignore[union-attr]
     t = float(np.median(p_fake))
     thresholded = Detector.load(binary_bundle, "fp32", threshold=t).predict(images)
-    for result, p in zip(thresholded, p_fake):
+    for result, p in zip(thresholded, p_fake, strict=True):
         assert result.label == ("fake" if p >= t else "real")  # type: ignore[union-attr]
-
-
-def test_shared_detector_is_thread_safe(binary_bundle: Path, images: list[Image.Image]) -> None:
-    detector = Detector.load(binary_bundle)
-    sequential = [detector.predict_one(image).scores for image in images]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        parallel = list(pool.map(lambda image: detector.predict_one(image).scores, images * 3))
-    assert parallel == sequential * 3
 
 
 def test_empty_and_generator_inputs(binary_bundle: Path, images: list[Image.Image]) -> None:

@@ -19,9 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+pytest.importorskip("sklearn", reason="evaluate's figures are checked against scikit-learn ([test] extra)")
+pytest.importorskip("torch", reason="the labelled images are the [export] extra's shipped photos")
+
 from sklearn.metrics import classification_report as sk_report
 from sklearn.metrics import confusion_matrix as sk_confusion
-from sklearn.metrics import roc_auc_score, roc_curve as sk_roc_curve
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
 
 from deepfake_edge import Detector, Failure, ImageDecodeError
 from deepfake_edge.evaluate import (
@@ -261,7 +266,8 @@ def test_cli_report_matches_sklearn(binary_bundle: Path, labelled_dir: Path, tmp
     assert cmp["agreeing"] == sum(agree) and cmp["label_agreement"] == sum(agree) / len(images)
     assert cmp["max_abs_dp"] == np.abs(int8 - fp32).max()
     assert cmp["mean_abs_dp"] == pytest.approx(np.abs(int8 - fp32).mean(), abs=1e-15)
-    assert [d["path"] for d in report["disagreements"]] == [r["path"] for r, a in zip(images, agree) if not a]
+    disagreeing = [r["path"] for r, a in zip(images, agree, strict=True) if not a]
+    assert [d["path"] for d in report["disagreements"]] == disagreeing
     with Image.open(out / "roc.png") as png:
         assert png.format == "PNG" and png.size[0] > 600
 
@@ -323,7 +329,8 @@ def test_write_threshold_changes_predict(binary_bundle: Path, labelled_dir: Path
     flagged = np.array([r["label"] == "fake" for r in after])
     assert flagged[~is_fake].mean() == chosen["achieved_fpr"] <= target
     assert flagged[is_fake].mean() == chosen["recall"]
-    override = [json.loads(x) for x in _run("predict", bundle, labelled_dir, "-r", "--threshold", "0").stdout.splitlines()]
+    override_run = _run("predict", bundle, labelled_dir, "-r", "--threshold", "0")
+    override = [json.loads(x) for x in override_run.stdout.splitlines()]
     assert {r["label"] for r in override} == {"fake"}  # --threshold still wins over the manifest
 
 

@@ -1,6 +1,7 @@
 """Preprocessing must be bit-identical to transformers' SiglipImageProcessor.
 
-The reference is what the model card's code does: ``processor(image.convert("RGB"))``.
+The reference is what the model card's code does: ``processor(image.convert("RGB"))``
+(computed by transformers, or replayed from the fixture directory on a base install).
 """
 
 from __future__ import annotations
@@ -8,16 +9,19 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
-from transformers import SiglipImageProcessor
 
 from deepfake_edge import Detector, PreprocessConfig
 from deepfake_edge.images import load_rgb
 from deepfake_edge.preprocess import preprocess
+
 from image_factory import large_jpeg, mode_samples
+from references import References
+from tiny_models import TINY_SPECS
 
 PROCESSOR_SETTINGS = {
     "siglip-512-default": {"size": {"height": 512, "width": 512}},
@@ -33,7 +37,7 @@ PROCESSOR_SETTINGS = {
 }
 
 
-def _reference(processor: SiglipImageProcessor, image: Image.Image) -> np.ndarray:
+def _reference(reference: References, settings: dict[str, Any], image: Image.Image) -> np.ndarray:
     with warnings.catch_warnings():
         # PIL warns when converting a palette image with transparency directly;
         # that is exactly the seed's behaviour we compare against.
@@ -42,11 +46,12 @@ def _reference(processor: SiglipImageProcessor, image: Image.Image) -> np.ndarra
     # channels_last is what transformers infers for every RGB image except
     # degenerate ones (1x1, 3xN) where its guess is ambiguous; fixing it keeps
     # the reference meaningful for the tiny-image case.
-    return np.asarray(processor(images=rgb, return_tensors="np", input_data_format="channels_last")["pixel_values"][0])
+    return reference.pixel_values(settings, rgb)
 
 
-def _config(processor: SiglipImageProcessor) -> PreprocessConfig:
-    return PreprocessConfig.from_dict(processor.to_dict())
+def _config(settings: dict[str, Any]) -> PreprocessConfig:
+    """Our config for these settings; absent keys take our defaults, which must be transformers' own."""
+    return PreprocessConfig.from_dict(settings)
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +60,15 @@ def samples(photo_paths: list[Path]) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("setting", sorted(PROCESSOR_SETTINGS))
-def test_bit_exact_every_mode(setting: str, samples: dict[str, bytes]) -> None:
-    processor = SiglipImageProcessor(**PROCESSOR_SETTINGS[setting])
-    config = _config(processor)
+def test_bit_exact_every_mode(setting: str, samples: dict[str, bytes], reference: References) -> None:
+    settings = PROCESSOR_SETTINGS[setting]
+    config = _config(settings)
     for name, data in samples.items():
         if setting == "no-resize" and name != "RGB.png":
             continue  # without resize, shapes differ per image; one case covers the code path
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            expected = _reference(processor, image)
+            expected = _reference(reference, settings, image)
         ours = preprocess(load_rgb(data), config)
         assert ours.dtype == np.float32
         assert ours.shape == expected.shape, name
@@ -80,16 +85,17 @@ def test_modes_really_are_the_modes_we_claim(samples: dict[str, bytes]) -> None:
         assert "transparency" in image.info
 
 
-def test_bit_exact_on_12_megapixel_jpeg() -> None:
-    processor = SiglipImageProcessor(size={"height": 512, "width": 512})
+def test_bit_exact_on_12_megapixel_jpeg(reference: References) -> None:
+    settings = PROCESSOR_SETTINGS["siglip-512-default"]
     data = large_jpeg()
     with Image.open(io.BytesIO(data)) as image:
         assert image.size == (4000, 3000)
-        expected = _reference(processor, image)
-    np.testing.assert_array_equal(preprocess(load_rgb(data), _config(processor)), expected)
+        expected = _reference(reference, settings, image)
+    np.testing.assert_array_equal(preprocess(load_rgb(data), _config(settings)), expected)
 
 
-def test_every_input_type_gives_the_same_tensor(binary_bundle: Path, samples: dict[str, bytes], tmp_path: Path) -> None:
+def test_every_input_type_gives_the_same_tensor(binary_bundle: Path, samples: dict[str, bytes], tmp_path: Path,
+                                                reference: References) -> None:
     detector = Detector.load(binary_bundle, "fp32")
     data = samples["RGB.jpg"]
     path = tmp_path / "x.jpg"
@@ -97,8 +103,7 @@ def test_every_input_type_gives_the_same_tensor(binary_bundle: Path, samples: di
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         array = np.asarray(image)
-        processor = SiglipImageProcessor.from_pretrained(binary_bundle)
-        expected = _reference(processor, image)
+        expected = _reference(reference, TINY_SPECS["binary"].processor_settings(), image)
         inputs = [str(path), path, data, bytearray(data), io.BytesIO(data), image, array]
         batch = detector.preprocess(inputs)
     assert batch.shape == (len(inputs), *expected.shape)
@@ -106,21 +111,23 @@ def test_every_input_type_gives_the_same_tensor(binary_bundle: Path, samples: di
         np.testing.assert_array_equal(batch[i], expected, err_msg=f"input #{i} ({type(inputs[i]).__name__})")
 
 
-def test_grayscale_and_rgba_arrays_match_pil_conversion() -> None:
-    processor = SiglipImageProcessor(size={"height": 20, "width": 20})
-    config = _config(processor)
+def test_grayscale_and_rgba_arrays_match_pil_conversion(reference: References) -> None:
+    settings = {"size": {"height": 20, "width": 20}}
+    config = _config(settings)
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (17, 23), dtype=np.uint8)
     rgba = rng.integers(0, 256, (17, 23, 4), dtype=np.uint8)
-    np.testing.assert_array_equal(preprocess(load_rgb(gray), config), _reference(processor, Image.fromarray(gray)))
-    np.testing.assert_array_equal(preprocess(load_rgb(rgba), config), _reference(processor, Image.fromarray(rgba)))
+    for array in (gray, rgba):
+        expected = _reference(reference, settings, Image.fromarray(array))
+        np.testing.assert_array_equal(preprocess(load_rgb(array), config), expected)
 
 
 def test_bundle_config_is_read_not_assumed(any_bundle: tuple[str, Path, Path]) -> None:
-    _, checkpoint, bundle = any_bundle
-    processor = SiglipImageProcessor.from_pretrained(checkpoint)
+    """The bundle carries the checkpoint's own settings (odd sizes, ImageNet mean/std, bilinear), not defaults."""
+    name, _, bundle = any_bundle
+    spec = TINY_SPECS[name]
     config = PreprocessConfig.from_file(bundle / "preprocessor_config.json")
-    assert (config.height, config.width) == (processor.size["height"], processor.size["width"])
-    assert config.image_mean == pytest.approx(tuple(processor.image_mean))
-    assert config.image_std == pytest.approx(tuple(processor.image_std))
-    assert config.resample == processor.resample
+    assert (config.height, config.width) == (spec.image_size, spec.image_size)
+    assert config.image_mean == pytest.approx(spec.mean)
+    assert config.image_std == pytest.approx(spec.std)
+    assert config.resample == spec.resample

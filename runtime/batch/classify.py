@@ -32,7 +32,10 @@ DEFAULT_BATCH_SIZE = 16
 
 
 def result_schema(labels: Sequence[str]) -> pa.Schema:
-    """The output columns: one row per input; ``label``/``scores`` null on error, ``error``/``message`` null on success."""
+    """The output columns: one row per input.
+
+    ``label``/``scores`` are null on error, ``error``/``message`` null on success.
+    """
     return pa.schema([
         ("path", pa.string()),
         ("label", pa.string()),
@@ -88,7 +91,7 @@ class _Classifier:
         results: list[Prediction | Failure | None] = [None] * len(paths)
         decoded: list[int] = []
         tensors: list[np.ndarray] = []
-        for i, (path, raw) in enumerate(zip(paths, data)):
+        for i, (path, raw) in enumerate(zip(paths, data, strict=True)):
             try:
                 image = raw if raw is not None else (_read_uri(path) if is_uri(path) else path)
                 tensors.append(self.detector.decode(image, name=path))
@@ -98,7 +101,7 @@ class _Classifier:
             decoded.append(i)
         if tensors:
             done = self.detector.results([paths[i] for i in decoded], self.detector.logits(np.stack(tensors)))
-            for i, result in zip(decoded, done):
+            for i, result in zip(decoded, done, strict=True):
                 results[i] = result
         return self._table(results)
 
@@ -145,7 +148,9 @@ def classify_dataset(
     import ray
 
     if cpus_per_actor < 1 or batch_size < 1 or (actors is not None and actors < 1):
-        raise ValueError(f"actors, cpus_per_actor and batch_size must be >= 1, got {actors}, {cpus_per_actor}, {batch_size}")
+        raise ValueError(
+            f"actors, cpus_per_actor and batch_size must be >= 1, got {actors}, {cpus_per_actor}, {batch_size}"
+        )
     payload = pack_bundle(Path(bundle), variant)
     if not ray.is_initialized():
         ray.init()

@@ -13,6 +13,7 @@ import glob
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ..errors import ImageReadError
 from ..paths import expand_paths, image_suffixes
@@ -64,7 +65,7 @@ def _resolve_local(path: Path, *, from_glob: bool) -> list[str]:
     return [str(p.absolute()) for p in expand_paths([path], image_suffixes(), recursive=True)]
 
 
-def _filesystem(uri: str):  # -> (pyarrow.fs.FileSystem, path inside it)
+def _filesystem(uri: str) -> tuple[Any, str]:  # (pyarrow.fs.FileSystem, path inside it)
     from pyarrow import fs
 
     try:

@@ -49,7 +49,9 @@ class _VersionAction(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepfake-edge",
-        description="Export a SigLIP deepfake-image classifier to a quantized ONNX bundle and run it on CPU, without torch.",
+        description=(
+            "Export a SigLIP deepfake-image classifier to a quantized ONNX bundle and run it on CPU, without torch."
+        ),
         epilog="Run 'deepfake-edge COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action=_VersionAction)

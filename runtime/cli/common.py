@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_BUNDLE", "EXIT_INPUT_FAILED", "EXIT_INTERRUPTED", "EXIT_MISSING_EXTRA", "EXIT_OK", "EXIT_USAGE",
-    "add_bundle_argument", "add_detector_options", "count", "load_detector", "names", "non_negative_float", "port", "positive_float",
+    "add_bundle_argument", "add_detector_options", "count", "load_detector", "names", "non_negative_float", "port",
+    "positive_float",
     "positive_int", "probability",
 ]
 
@@ -86,7 +87,8 @@ def names(text: str) -> list[str]:
 
 
 def add_bundle_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory written by 'deepfake-edge export'")
+    parser.add_argument("bundle", type=Path, metavar="BUNDLE",
+                        help="bundle directory written by 'deepfake-edge export'")
 
 
 def add_detector_options(parser: argparse.ArgumentParser, *, threshold: bool = True, max_pixels: bool = True,

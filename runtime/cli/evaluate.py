@@ -50,9 +50,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write-threshold", action="store_true",
                         help="store the chosen threshold in BUNDLE/manifest.json (predict and serve then use it)")
     parser.add_argument("--threshold-variant", metavar="NAME",
-                        help="with --write-threshold: the variant whose scores choose it (default: the bundle's default variant)")
+                        help="with --write-threshold: the variant whose scores choose it "
+                             "(default: the bundle's default variant)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per model call (default: 8)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="onnxruntime intra-op threads (default: all cores)")
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images declaring more pixels (default: {DEFAULT_MAX_PIXELS:,})")
     parser.add_argument("--show", type=count(0), default=20, metavar="N",

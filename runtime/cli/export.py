@@ -60,7 +60,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8-keep-fp32", type=int, default=0, metavar="N",
                         help="keep at least the N most quantization-sensitive MatMuls of int8 in fp32: better "
                              "fidelity, slower (default 0: only as many as the fidelity budget needs)")
-    parser.add_argument("--strict", action="store_true", help="fail the export when a variant misses its fidelity budget")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail the export when a variant misses its fidelity budget")
     parser.add_argument("--budget-agreement", type=float, default=0.995, help="min label agreement (default 0.995)")
     parser.add_argument("--budget-max-dp", type=float, default=0.03, help="max |dP| (default 0.03)")
     parser.add_argument("--budget-mean-dp", type=float, default=0.0025, help="max mean |dP| (default 0.0025)")

@@ -42,7 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=port, default=8000, help="TCP port (default: 8000)")
     add_detector_options(parser)
-    parser.add_argument("--max-batch", type=positive_int, default=d.max_batch, help=f"images per model call (default: {d.max_batch})")
+    parser.add_argument("--max-batch", type=positive_int, default=d.max_batch,
+                        help=f"images per model call (default: {d.max_batch})")
     parser.add_argument("--max-wait-ms", type=non_negative_float, default=d.max_wait_ms,
                         help=f"how long an idle model waits to fill a batch (default: {d.max_wait_ms:g})")
     parser.add_argument("--max-queue", type=positive_int, default=d.max_queue,

@@ -77,12 +77,12 @@ class ClassificationReport:
     def to_dict(self) -> dict[str, Any]:
         """The layout of ``classification_report(..., output_dict=True)``."""
         out: dict[str, Any] = {
-            label: dict(zip(_HEADERS, (float(p), float(r), float(f), float(s))))
-            for label, p, r, f, s in zip(self.labels, self.precision, self.recall, self.f1, self.support)
+            label: dict(zip(_HEADERS, (float(p), float(r), float(f), float(s)), strict=True))
+            for label, p, r, f, s in zip(self.labels, self.precision, self.recall, self.f1, self.support, strict=True)
         }
         out["accuracy"] = self.accuracy
-        out["macro avg"] = dict(zip(_HEADERS, (*self.macro, float(self.total))))
-        out["weighted avg"] = dict(zip(_HEADERS, (*self.weighted, float(self.total))))
+        out["macro avg"] = dict(zip(_HEADERS, (*self.macro, float(self.total)), strict=True))
+        out["weighted avg"] = dict(zip(_HEADERS, (*self.weighted, float(self.total)), strict=True))
         return out
 
     def to_text(self, digits: int = 4) -> str:
@@ -93,7 +93,7 @@ class ClassificationReport:
         row_fmt = "{:>{width}s} " + " {:>9.{digits}f}" * 3 + " {:>9}\n"
         accuracy_fmt = "{:>{width}s} " + " {:>9.{digits}}" * 2 + " {:>9.{digits}f}" + " {:>9}\n"
         text = head_fmt.format("", *_HEADERS, width=width) + "\n\n"
-        for row in zip(self.labels, self.precision, self.recall, self.f1, self.support):
+        for row in zip(self.labels, self.precision, self.recall, self.f1, self.support, strict=True):
             text += row_fmt.format(row[0], *row[1:4], int(row[4]), width=width, digits=digits)
         text += "\n"
         text += accuracy_fmt.format("accuracy", "", "", self.accuracy, self.total, width=width, digits=digits)
@@ -124,7 +124,7 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, label_names: S
         return tuple(float(np.average(v, weights=weights)) for v in (precision, recall, f1))  # type: ignore[return-value]
 
     return ClassificationReport(
-        labels=tuple(label_names[i] for i in present),
+        labels=tuple(label_names[int(i)] for i in present),
         precision=precision,
         recall=recall,
         f1=f1,

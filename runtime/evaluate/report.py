@@ -89,7 +89,8 @@ def to_dict(ev: Evaluation, *, threshold_written: dict[str, Any] | None = None) 
                 "path": path,
                 "true": ev.labels[int(ev.scored.true[i])],
                 "predicted": {name: ev.labels[int(v.predicted[i])] for name, v in ev.variants.items()},
-                "scores": {name: dict(zip(ev.labels, map(float, ev.scored.probs[name][i]))) for name in ev.variants},
+                "scores": {name: dict(zip(ev.labels, map(float, ev.scored.probs[name][i]), strict=True))
+                           for name in ev.variants},
             }
             for i, path in enumerate(ev.scored.paths)
         ],
@@ -121,7 +122,8 @@ def _confusion_text(labels: tuple[str, ...], matrix: np.ndarray) -> str:
     width = max(max(len(label) for label in labels), len(f"{int(matrix.max()):,}")) + 2
     lines = ["confusion matrix (rows: true label, columns: predicted label)",
              " " * width + "".join(f"{label:>{width}}" for label in labels)]
-    lines += [f"{label:>{width}}" + "".join(f"{int(n):>{width},}" for n in row) for label, row in zip(labels, matrix)]
+    lines += [f"{label:>{width}}" + "".join(f"{int(n):>{width},}" for n in row)
+              for label, row in zip(labels, matrix, strict=True)]
     return "\n".join(lines)
 
 
@@ -143,7 +145,8 @@ def _operating_point_text(point: OperatingPoint | None, roc: RocCurve, positive:
 def _decision_text(ev: Evaluation) -> str:
     if ev.decision_threshold is None or ev.positive_index is None:
         return "argmax (the bundle has no threshold)"
-    return f"{ev.positive_label!r} iff P({ev.positive_label}) >= {format_threshold(ev.decision_threshold)} (the bundle's threshold)"
+    threshold = format_threshold(ev.decision_threshold)
+    return f"{ev.positive_label!r} iff P({ev.positive_label}) >= {threshold} (the bundle's threshold)"
 
 
 def _listing(title: str, rows: list[str], limit: int, more: str) -> list[str]:

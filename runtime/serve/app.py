@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi_offline import FastAPIOffline
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -91,7 +91,8 @@ class _Service:
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=self.config.decode_workers, thread_name_prefix="deepfake-edge-decode")
+        self.pool = ThreadPoolExecutor(max_workers=self.config.decode_workers,
+                                       thread_name_prefix="deepfake-edge-decode")
         self.batcher = DynamicBatcher(
             self.detector.logits, max_batch=self.config.max_batch, max_wait_s=self.config.max_wait_ms / 1000,
             on_batch=self.metrics.observe_batch,
@@ -145,7 +146,8 @@ class _Service:
         if not self.admission.try_acquire(n):
             raise ServiceError(
                 503, "queue_full",
-                f"the queue is full ({self.admission.in_flight} of {self.admission.capacity} images in flight); retry later",
+                f"the queue is full ({self.admission.in_flight} of {self.admission.capacity} images in flight); "
+                "retry later",
                 retry_after=self.config.retry_after_s,
             )
         try:
@@ -157,7 +159,8 @@ class _Service:
         try:
             return await asyncio.wait_for(work, self.config.timeout_s)
         except (asyncio.TimeoutError, TimeoutError) as exc:  # distinct types before Python 3.11
-            raise ServiceError(504, "timeout", f"no answer within the per-request timeout of {self.config.timeout_s:g} s") from exc
+            raise ServiceError(504, "timeout",
+                               f"no answer within the per-request timeout of {self.config.timeout_s:g} s") from exc
 
     async def _classify_image(self, data: bytes, source: str, deadline: float) -> dict[str, Any]:
         """Decode in the pool, run in a batch; raises ImageError or ServiceError."""
@@ -234,10 +237,12 @@ class _Service:
                                "multipart/form-data file parts")
         parts = await read_parts(request, self.config)
         if not parts:
-            raise ServiceError(400, "bad_request", "no file parts: send each image as a multipart file part named 'files'")
+            raise ServiceError(400, "bad_request",
+                               "no file parts: send each image as a multipart file part named 'files'")
         if len(parts) > self.config.max_batch_items:
             raise ServiceError(413, "too_many_images",
-                               f"{len(parts)} images in one request; at most {self.config.max_batch_items} are accepted")
+                               f"{len(parts)} images in one request; "
+                               f"at most {self.config.max_batch_items} are accepted")
         deadline = time.monotonic() + self.config.timeout_s
 
         async def one(source: str, data: bytes) -> dict[str, Any]:
@@ -309,7 +314,8 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.post("/v1/classify", response_model=Classification, responses=ERROR_RESPONSES, openapi_extra=SINGLE_BODY,
               summary="Classify one image", tags=["classify"])

@@ -14,6 +14,7 @@ Nothing here imports FastAPI; the batcher is plain asyncio + threading.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -56,10 +57,8 @@ _STOP = object()  # sentinel: everything queued before it is still processed
 
 def _post(job: _Job, result: np.ndarray | None, error: BaseException | None) -> None:
     """Hand a result to the job's event loop (from the worker thread)."""
-    try:
+    with contextlib.suppress(RuntimeError):  # that event loop is closed: nobody is waiting any more
         job.loop.call_soon_threadsafe(_settle, job.future, result, error)
-    except RuntimeError:  # that event loop is closed: nobody is waiting any more
-        pass
 
 
 def _settle(future: asyncio.Future[np.ndarray], result: np.ndarray | None, error: BaseException | None) -> None:
@@ -146,7 +145,10 @@ class DynamicBatcher:
         while len(batch) < self._max_batch:
             try:
                 # Take what is already queued without waiting, then wait out the window.
-                item = self._queue.get(timeout=max(0.0, until - time.monotonic())) if self._max_wait_s else self._queue.get_nowait()
+                if self._max_wait_s:
+                    item = self._queue.get(timeout=max(0.0, until - time.monotonic()))
+                else:
+                    item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
@@ -172,7 +174,7 @@ class DynamicBatcher:
         finally:
             if self._on_batch is not None:
                 self._on_batch(len(live), time.perf_counter() - started)
-        for job, row in zip(live, logits):
+        for job, row in zip(live, logits, strict=True):
             _post(job, row, None)
 
     def _work(self) -> None:

@@ -69,9 +69,11 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {
     }},
 }}}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Not an image, a corrupt image, or a malformed upload (invalid_image, bad_request)."},
+    400: {"model": ErrorBody,
+          "description": "Not an image, a corrupt image, or a malformed upload (invalid_image, bad_request)."},
     408: {"model": ErrorBody, "description": "The body did not arrive within the read timeout (read_timeout)."},
-    413: {"model": ErrorBody, "description": "Body over the size limit, image over the pixel limit, or too many images."},
+    413: {"model": ErrorBody,
+          "description": "Body over the size limit, image over the pixel limit, or too many images."},
     415: {"model": ErrorBody, "description": "Unsupported Content-Type (unsupported_media_type)."},
     503: {"model": ErrorBody, "description": "Queue full, not ready yet, or shutting down; see Retry-After."},
     504: {"model": ErrorBody, "description": "The per-request timeout passed (timeout)."},

@@ -1,0 +1,63 @@
+"""Tiny random SigLIP classifiers, described as data and built in-process (no network).
+
+Odd image sizes, non-default mean/std and a 3-label set make hard-coded
+512 / 0.5 / two-label assumptions fail. Importing this module needs no torch;
+building a checkpoint does (the ``[export]`` extra).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    name: str
+    image_size: int
+    patch_size: int
+    labels: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resample: int
+    head_scale: float  # makes the random head's logits decisive, so int8 label checks mean something
+    hidden_act: str  # both GELU forms torch exports (tanh and erf), for the graph fusions
+
+    def processor_settings(self) -> dict[str, Any]:
+        """The ``SiglipImageProcessor`` keyword arguments the checkpoint is saved with."""
+        return {"size": {"height": self.image_size, "width": self.image_size}, "resample": self.resample,
+                "image_mean": list(self.mean), "image_std": list(self.std)}
+
+
+TINY_SPECS = {
+    # the deepfake label set, odd size, SigLIP's default normalisation
+    "binary": TinySpec("binary", 45, 9, ("fake", "real"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 3, 8.0,
+                       "gelu_pytorch_tanh"),
+    # another label set, another size, ImageNet normalisation, bilinear resize
+    "ternary": TinySpec("ternary", 33, 11, ("real", "fake", "edited"), (0.485, 0.456, 0.406),
+                        (0.229, 0.224, 0.225), 2, 8.0, "gelu"),
+}
+
+
+def build_tiny_checkpoint(spec: TinySpec, out_dir: Path, seed: int = 0) -> Path:
+    """Save a random ``SiglipForImageClassification`` and its processor into ``out_dir``."""
+    import torch
+    from transformers import SiglipConfig, SiglipForImageClassification, SiglipImageProcessor
+
+    torch.manual_seed(seed)
+    config = SiglipConfig(
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "patch_size": spec.patch_size, "image_size": spec.image_size, "hidden_act": spec.hidden_act,
+        },
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4},
+        id2label=dict(enumerate(spec.labels)),
+        label2id={label: i for i, label in enumerate(spec.labels)},
+    )
+    model = SiglipForImageClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(spec.head_scale)
+    model.save_pretrained(out_dir)
+    SiglipImageProcessor(**spec.processor_settings()).save_pretrained(out_dir)
+    return out_dir
