@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 import pytest
+
 from deepfake_edge.benchmarks.limits import (
     machine_limits,
     model_flops,

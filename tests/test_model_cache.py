@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from deepfake_edge import ChecksumMismatchError, Detector, model_cache
 
 INT8 = "model_int8.onnx"

@@ -16,11 +16,12 @@ import pytest
 pytest.importorskip("fastapi", reason="the service needs the [serve] extra")
 pytest.importorskip("av", reason="video needs the [video] extra")
 
+from test_serve import FAST, _headers, _poll, _raw_connection, _read_response, running  # noqa: E402
+from video_factory import frames_of, write_video  # noqa: E402
+
 from deepfake_edge import Detector  # noqa: E402
 from deepfake_edge.serve import ServeConfig  # noqa: E402
 from deepfake_edge.video import Sampling, ScanOptions, scan  # noqa: E402
-from test_serve import FAST, _headers, _poll, _raw_connection, _read_response, running  # noqa: E402
-from video_factory import frames_of, write_video  # noqa: E402
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from deepfake_edge import Detector
 from deepfake_edge.manifest import Manifest
 from deepfake_edge.variant_choice import Machine, choose_variant, passed_gate

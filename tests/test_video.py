@@ -12,6 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from transformers import SiglipForImageClassification, SiglipImageProcessor
+from video_factory import (
+    decode_independently,
+    frames_of,
+    write_audio,
+    write_empty_container,
+    write_video,
+)
+
 from deepfake_edge import Detector
 from deepfake_edge.errors import ImageTooLargeError, VideoDecodeError, VideoOpenError
 from deepfake_edge.video import (
@@ -26,15 +36,6 @@ from deepfake_edge.video import (
     scan,
 )
 from deepfake_edge.video.rotation import display_matrix
-from PIL import Image
-from transformers import SiglipForImageClassification, SiglipImageProcessor
-from video_factory import (
-    decode_independently,
-    frames_of,
-    write_audio,
-    write_empty_container,
-    write_video,
-)
 
 CLI = [sys.executable, "-m", "deepfake_edge.cli"]
 

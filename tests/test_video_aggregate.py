@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from deepfake_edge.video import (
     Segment,
     TimeSampler,

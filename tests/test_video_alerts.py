@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from deepfake_edge.video.alerts import Alert, AlertRule, AlertTracker, alert_rule
 from hypothesis import given
 from hypothesis import strategies as st
+
+from deepfake_edge.video.alerts import Alert, AlertRule, AlertTracker, alert_rule
 
 
 def feed(tracker: AlertTracker, scores: list[float]) -> list[Alert]:
