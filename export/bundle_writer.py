@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -54,6 +57,25 @@ def add_variant(root: Path, name: str, file: str, recipe: dict[str, Any], *, bat
     return manifest
 
 
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``), so a reader of ``b``
+    always finds a whole directory. False where the call or the filesystem does not support it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # not glibc >= 2.28 / not Linux
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
 @contextmanager
 def staging_directory(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield an empty temp dir beside ``out_dir``; on success it becomes ``out_dir``.
@@ -72,10 +94,14 @@ def staging_directory(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
             raise ExportError("internal error: bundle staged without a manifest")
         staging.chmod(0o755)  # mkdtemp makes it 0700; a bundle is meant to be shared
         if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            out_dir.rename(old / "bundle")
-            staging.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            if exchange_paths(staging, out_dir):
+                shutil.rmtree(staging, ignore_errors=True)  # now holds the previous bundle
+            else:
+                # No atomic exchange here: between these two renames OUT_DIR is briefly absent.
+                old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+                out_dir.rename(old / "bundle")
+                staging.rename(out_dir)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             staging.rename(out_dir)
     finally:

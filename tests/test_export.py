@@ -237,3 +237,27 @@ def test_failure_after_the_rename_leaves_a_whole_bundle(binary_checkpoint: Path,
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json", "manifest.json", "model.onnx", "model_int8.onnx", "preprocessor_config.json"]
     assert detector.variant_name == "int8"
+
+
+def test_overwrite_swaps_the_bundle_in_one_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--overwrite exchanges the new bundle with the old one atomically: OUT_DIR is never missing."""
+    from deepfake_edge.export import bundle_writer
+
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "old").write_text("previous bundle")
+    exchanged: list[tuple[Path, Path]] = []
+    real = bundle_writer.exchange_paths
+
+    def spy(a: Path, b: Path) -> bool:
+        exchanged.append((a, b))
+        swapped = real(a, b)
+        assert out.is_dir()  # right after the swap the new bundle is in place
+        return swapped
+
+    monkeypatch.setattr(bundle_writer, "exchange_paths", spy)
+    with bundle_writer.staging_directory(out, overwrite=True) as stage:
+        (stage / "manifest.json").write_text("{}")
+    assert exchanged and exchanged[0][1] == out.resolve()
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # the old one and the staging dir are gone
