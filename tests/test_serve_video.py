@@ -68,7 +68,8 @@ def test_refusals_use_the_image_endpoints_codes(binary_bundle: Path, clip: Path,
         junk = client.post("/v1/classify/video", content=b"not a video" * 100, headers={"content-type": "video/mp4"})
         assert junk.status_code == 400 and junk.json()["type"] == "VideoDecodeError"
         assert junk.json()["message"].startswith("<request body>: not a recognised video format")
-        bad_fps = client.post("/v1/classify/video?fps=0", content=clip.read_bytes(), headers={"content-type": "video/mp4"})
+        bad_fps = client.post("/v1/classify/video?fps=0", content=clip.read_bytes(),
+                              headers={"content-type": "video/mp4"})
         assert bad_fps.status_code == 400 and "fps" in bad_fps.json()["message"]
     assert list(spool_dir.iterdir()) == []
 
