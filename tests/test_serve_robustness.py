@@ -1,10 +1,7 @@
-"""The HTTP service under overload and misbehaving clients, and the ``serve`` command, on a loopback port.
+"""The HTTP service under overload and misbehaving clients, and the ``serve`` command, on loopback.
 
-Expected answers come from ``Detector.predict_one`` (itself checked against
-transformers in test_detector.py), never from the service's own output.
-Nothing here asserts how long something took: batching is made deterministic
-with a window longer than any client timeout (only a full batch can release
-it), and a busy model is a real model call held at a gate the test opens.
+A busy model is a real model call held at a gate the test opens (``serve_helpers.ModelGate``);
+a silent client is a raw socket that stops sending. Answers are checked against ``Detector.predict_one``.
 """
 
 from __future__ import annotations

@@ -16,15 +16,6 @@ import pytest
 
 pytest.importorskip("av", reason="live-stream tests need the [video] extra (PyAV)")
 
-from live_servers import (
-    HttpFileServer,
-    RtspServer,
-    SilentListener,
-    free_port,
-    make_h264,
-    wait_for,
-)
-
 from deepfake_edge import Detector
 from deepfake_edge.errors import VideoOpenError, VideoSourceError, VideoTimeoutError
 from deepfake_edge.video import FrameResult, Sampling, ScanOptions, VideoError, scan
@@ -35,6 +26,15 @@ from deepfake_edge.video.watch import (
     LiveSummary,
     classify_live,
     watch,
+)
+
+from live_servers import (
+    HttpFileServer,
+    RtspServer,
+    SilentListener,
+    free_port,
+    make_h264,
+    wait_for,
 )
 
 FPS = 10  # of the served clip
