@@ -82,7 +82,8 @@ def measure_peaks(threads: int, *, size: int = 2048, repeats: int = 7) -> dict[s
 
 def model_flops(architecture: dict[str, Any]) -> dict[str, float]:
     """FLOPs of one image through the vision tower (multiply-add = 2), by kind of work."""
-    hidden, mlp, layers = architecture["hidden_size"], architecture["intermediate_size"], architecture["num_hidden_layers"]
+    hidden, mlp = architecture["hidden_size"], architecture["intermediate_size"]
+    layers = architecture["num_hidden_layers"]
     patch, image = architecture["patch_size"], architecture["image_size"]
     tokens = (image // patch) ** 2
     weight = 2 * tokens * (4 * hidden * hidden + 2 * hidden * mlp) * layers + 2 * tokens * hidden * 3 * patch * patch

@@ -96,7 +96,7 @@ def measure(bundle: Path, work: Path, *, runs: int, variant: str | None, trees: 
                 f"warm {row['warm_1080p'][-1]:.2f} s, 12 MP peak {row['cold_12mp'][-1]['rss_bytes'] / 2**20:.0f} MB")
     results = {}
     for name, row in rows.items():
-        overheads = [c["wall_s"] - w for c, w in zip(row["cold_1080p"], row["warm_1080p"])]
+        overheads = [c["wall_s"] - w for c, w in zip(row["cold_1080p"], row["warm_1080p"], strict=True)]
         results[name] = {
             "src": str(trees[name]) if trees[name] else None,
             "variant": row["variant"],
@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", type=Path, default=None, metavar="SRC",
                         help="also measure this deepfake_edge source tree (a directory holding deepfake_edge/), "
                              "interleaved with the installed one")
-    parser.add_argument("--work", type=Path, default=None, help="where the JPEGs and the cache go (default: a temp dir)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="where the JPEGs and the cache go (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--write-jpegs", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -171,7 +171,7 @@ def _open(fp: IO[bytes]) -> Image.Image:
     """
     try:
         return Image.open(fp, formats=_common_formats())
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         return Image.open(fp, formats=_accepted_formats())  # Image.open seeks to the start itself
 
 

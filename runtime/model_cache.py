@@ -22,6 +22,7 @@ pass: at worst the cache is ignored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -103,8 +104,6 @@ def file_sha256(path: Path) -> str:
     # Record only a file that stayed put while it was read and had settled before.
     if _identity(after) == _identity(info) and started - info.st_ctime_ns >= RACY_SECONDS * 1e9:
         data = {"version": _VERSION, "path": str(path.resolve()), "identity": _identity(info), "sha256": digest}
-        try:
+        with contextlib.suppress(OSError):  # a read-only or full cache only costs the next start a full hash
             write_atomic(record_path, lambda tmp: tmp.write_text(json.dumps(data), encoding="utf-8"))
-        except OSError:
-            pass  # a read-only or full cache only costs the next start a full hash
     return digest

@@ -141,13 +141,14 @@ def passed_gate(manifest: Manifest, name: str) -> tuple[bool, str]:
     if isinstance(record, dict) and "met_on_calibration" in record:
         missed = [where for where in ("calibration", "held_out") if record.get(f"met_on_{where}") is not True]
         if missed:
-            return False, f"missed its fidelity budget on the {' and '.join(w.replace('_', '-') for w in missed)} images"
+            where = " and ".join(w.replace("_", "-") for w in missed)
+            return False, f"missed its fidelity budget on the {where} images"
         return True, "met its fidelity budget"
     fidelity = manifest.variants[name].fidelity
     if not isinstance(fidelity, dict):
         return False, "no fidelity recorded"
-    recorded = next((r["budget"] for r in records.values() if isinstance(r, dict) and isinstance(r.get("budget"), dict)),
-                    DEFAULT_BUDGET)
+    budgets = (r["budget"] for r in records.values() if isinstance(r, dict) and isinstance(r.get("budget"), dict))
+    recorded = next(budgets, DEFAULT_BUDGET)
     misses = _misses(fidelity, recorded)
     if misses:
         return False, "held-out fidelity outside the budget (" + ", ".join(misses) + ")"

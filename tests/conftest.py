@@ -29,6 +29,8 @@ from typing import TypeVar
 import pytest
 from PIL import Image
 
+from deepfake_edge import Detector
+
 from fixture_dir import FixtureDir, FixtureUnavailable
 from references import References
 from tiny_models import TINY_SPECS
@@ -116,6 +118,18 @@ def photo_paths(fixture_dir: FixtureDir) -> list[Path]:
     if not paths:
         pytest.skip("no shipped photos (scikit-image/scikit-learn/matplotlib) installed")
     return paths
+
+
+@pytest.fixture(scope="module")
+def fp32(binary_bundle: Path) -> Detector:
+    """The binary bundle's fp32 variant, loaded once per test module."""
+    return Detector.load(binary_bundle, "fp32")
+
+
+@pytest.fixture(scope="module")
+def photos(photo_paths: list[Path]) -> list[tuple[str, bytes]]:
+    """Four real photos as (file name, bytes), as a client would upload them."""
+    return [(p.name, p.read_bytes()) for p in photo_paths[:4]]
 
 
 @pytest.fixture(scope="session")

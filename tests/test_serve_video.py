@@ -16,12 +16,13 @@ import pytest
 pytest.importorskip("fastapi", reason="the service needs the [serve] extra")
 pytest.importorskip("av", reason="video needs the [video] extra")
 
-from test_serve import FAST, _headers, _poll, _raw_connection, _read_response, running  # noqa: E402
 from video_factory import frames_of, write_video  # noqa: E402
 
 from deepfake_edge import Detector  # noqa: E402
 from deepfake_edge.serve import ServeConfig  # noqa: E402
 from deepfake_edge.video import Sampling, ScanOptions, scan  # noqa: E402
+
+from serve_helpers import FAST, poll, raw_connection, read_response, running, upload_headers  # noqa: E402
 
 
 @pytest.fixture
@@ -68,7 +69,8 @@ def test_refusals_use_the_image_endpoints_codes(binary_bundle: Path, clip: Path,
         junk = client.post("/v1/classify/video", content=b"not a video" * 100, headers={"content-type": "video/mp4"})
         assert junk.status_code == 400 and junk.json()["type"] == "VideoDecodeError"
         assert junk.json()["message"].startswith("<request body>: not a recognised video format")
-        bad_fps = client.post("/v1/classify/video?fps=0", content=clip.read_bytes(), headers={"content-type": "video/mp4"})
+        bad_fps = client.post("/v1/classify/video?fps=0", content=clip.read_bytes(),
+                              headers={"content-type": "video/mp4"})
         assert bad_fps.status_code == 400 and "fps" in bad_fps.json()["message"]
     assert list(spool_dir.iterdir()) == []
 
@@ -84,10 +86,11 @@ def test_frames_over_the_pixel_limit_are_413(binary_bundle: Path, clip: Path, sp
 def test_slow_upload_gets_408_and_leaves_no_file(binary_bundle: Path, clip: Path, spool_dir: Path) -> None:
     data = clip.read_bytes()
     config = ServeConfig(max_batch=8, max_wait_ms=2, read_timeout_s=0.5)
-    with running(Detector.load(binary_bundle, "fp32"), config) as (url, _), _raw_connection(url) as slow:
-        head = _headers(len(data)).replace(b"/v1/classify ", b"/v1/classify/video ").replace(b"image/png", b"video/mp4")
+    with running(Detector.load(binary_bundle, "fp32"), config) as (url, _), raw_connection(url) as slow:
+        head = upload_headers(len(data)).replace(b"/v1/classify ", b"/v1/classify/video ")
+        head = head.replace(b"image/png", b"video/mp4")
         slow.sendall(head + data[:1000])  # ...and then nothing more
-        answer = _read_response(slow)
+        answer = read_response(slow)
     assert answer.startswith("HTTP/1.1 408"), answer
     assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"] == "read_timeout"
     assert list(spool_dir.iterdir()) == []
@@ -101,4 +104,4 @@ def test_request_timeout_is_504_and_the_file_is_still_removed(binary_bundle: Pat
         answer = client.post("/v1/classify/video?fps=25", content=long_clip.read_bytes(),
                              headers={"content-type": "video/mp4"})
         assert answer.status_code == 504 and answer.json()["error"] == "timeout"
-        _poll(lambda: not list(spool_dir.iterdir()))  # the scan stops at its next frame and removes the file
+        poll(lambda: not list(spool_dir.iterdir()))  # the scan stops at its next frame and removes the file

@@ -136,7 +136,9 @@ def ov_bundle(binary_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
-def _predict(bundle: Path, image: Path, *, block_openvino: bool, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def _predict(
+    bundle: Path, image: Path, *, block_openvino: bool, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     code = (
         ("import sys; sys.modules['openvino'] = None\n" if block_openvino else "")  # as without the extra
         + "from deepfake_edge.cli import main\n"

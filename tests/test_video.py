@@ -70,7 +70,7 @@ def test_frames_match_pyav_transformers_and_torch(any_bundle: tuple[str, Path, P
         expected = processor(images=reference[time_s].to_image(), return_tensors="np")["pixel_values"][0]
         assert ours.dtype == np.float32 and np.array_equal(ours, expected), time_s  # bit-exact
 
-    results = [item for item in scan(detector, str(clip), ScanOptions(Sampling(fps=3)))]
+    results = list(scan(detector, str(clip), ScanOptions(Sampling(fps=3))))
     frames = [r for r in results if isinstance(r, FrameResult)]
     assert isinstance(results[-1], VideoSummary) and results[-1].frames == len(frames) == len(sampled)
     inputs = processor(images=[reference[r.time].to_image() for r in frames], return_tensors="pt")
@@ -90,7 +90,7 @@ def test_lossless_frames_are_the_pixels_written(codec: str, tmp_path: Path) -> N
     clip = write_video(tmp_path / f"lossless{'.mkv' if codec == 'ffv1' else '.mp4'}", written, codec=codec, rate=4)
     sampled = list(sample_frames(str(clip), Sampling(fps=2)))
     assert [t for t, _ in sampled] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
-    for (time_s, image), index in zip(sampled, range(0, 12, 2)):
+    for (time_s, image), index in zip(sampled, range(0, 12, 2), strict=True):
         assert image.mode == "RGB" and np.array_equal(np.asarray(image), written[index]), time_s
 
 
@@ -169,8 +169,8 @@ def test_keyframes_mode_decodes_only_keyframes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("codec", ["h264", "vp9"])
 def test_sparse_samples_seek_to_keyframes_and_match_linear_decoding(codec: str, tmp_path: Path) -> None:
-    clip = write_video(tmp_path / f"gop.{codec}.mkv" if codec == "vp9" else tmp_path / "gop.mp4", frames_of(100, 40, 56),
-                       codec=codec, rate=10, gop=10)
+    path = tmp_path / f"gop.{codec}.mkv" if codec == "vp9" else tmp_path / "gop.mp4"
+    clip = write_video(path, frames_of(100, 40, 56), codec=codec, rate=10, gop=10)
     reference = dict(decode_independently(clip))
     with VideoReader(str(clip), Sampling(fps=0.4)) as reader:
         sampled = list(reader.samples())

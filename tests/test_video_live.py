@@ -16,15 +16,6 @@ import pytest
 
 pytest.importorskip("av", reason="live-stream tests need the [video] extra (PyAV)")
 
-from live_servers import (
-    HttpFileServer,
-    RtspServer,
-    SilentListener,
-    free_port,
-    make_h264,
-    wait_for,
-)
-
 from deepfake_edge import Detector
 from deepfake_edge.errors import VideoOpenError, VideoSourceError, VideoTimeoutError
 from deepfake_edge.video import FrameResult, Sampling, ScanOptions, VideoError, scan
@@ -35,6 +26,15 @@ from deepfake_edge.video.watch import (
     LiveSummary,
     classify_live,
     watch,
+)
+
+from live_servers import (
+    HttpFileServer,
+    RtspServer,
+    SilentListener,
+    free_port,
+    make_h264,
+    wait_for,
 )
 
 FPS = 10  # of the served clip
@@ -86,7 +86,8 @@ def options(**kwargs: object) -> LiveOptions:
 
 
 def test_live_sources() -> None:
-    assert all(map(is_live, ["rtsp://cam/1", "RTSPS://cam", "http://cam/mjpg", "udp://@:1234", "tcp://h:1", "/dev/video0"]))
+    live = ["rtsp://cam/1", "RTSPS://cam", "http://cam/mjpg", "udp://@:1234", "tcp://h:1", "/dev/video0"]
+    assert all(map(is_live, live))
     assert not any(map(is_live, ["clip.mp4", "/data/rtsp.mp4", "videos/"]))
 
 
@@ -206,7 +207,8 @@ def test_a_silent_server_times_out(detector: Detector) -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1:{free}", "192.0.2.1:554"])  # a closed port; TEST-NET-1 (no route)
 def test_an_unreachable_host_errors(detector: Detector, host: str) -> None:
     url = f"rtsp://{host.format(free=free_port())}/cam"
-    opts = options(sampling=Sampling(open_timeout_s=2, read_timeout_s=2), reconnect=Reconnect(attempts=1, initial_s=0.1))
+    opts = options(sampling=Sampling(open_timeout_s=2, read_timeout_s=2),
+                   reconnect=Reconnect(attempts=1, initial_s=0.1))
     items = list(watch(detector, [url], opts))
     assert [type(i) for i in items] == [StatusChange, VideoError]
     error = items[-1].error  # type: ignore[union-attr]

@@ -17,8 +17,6 @@ import pytest
 pytest.importorskip("av", reason="live-stream tests need the [video] extra (PyAV)")
 mqtt = pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the [mqtt] extra (paho-mqtt)")
 
-from live_servers import Mosquitto, RtspServer, SilentListener, make_h264, wait_for
-
 from deepfake_edge import Detector
 from deepfake_edge.video import FrameResult, Sampling
 from deepfake_edge.video.live import Reconnect
@@ -31,6 +29,8 @@ from deepfake_edge.video.mqtt import (
     topic_level,
 )
 from deepfake_edge.video.watch import LiveOptions, watch
+
+from live_servers import Mosquitto, RtspServer, SilentListener, make_h264, wait_for
 
 
 class Subscriber:

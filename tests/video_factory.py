@@ -16,7 +16,8 @@ CODECS = {
     "h264": ("libx264", "yuv420p", ".mp4", {"preset": "ultrafast"}),
     "vp9": ("libvpx-vp9", "yuv420p", ".webm", {"deadline": "realtime", "cpu-used": "8"}),
     "ffv1": ("ffv1", "bgr0", ".mkv", {}),  # lossless: decoded pixels equal the arrays written
-    "h264rgb": ("libx264rgb", "rgb24", ".mp4", {"qp": "0", "preset": "ultrafast"}),  # lossless, keeps the display matrix
+    # lossless, keeps the display matrix
+    "h264rgb": ("libx264rgb", "rgb24", ".mp4", {"qp": "0", "preset": "ultrafast"}),
 }
 
 

@@ -91,7 +91,7 @@ def watch_sources(args: argparse.Namespace, detector: Detector, sources: Sequenc
 
     if len(args.name) > len(sources):
         print(f"deepfake-edge scan: {len(args.name)} --name given for {len(sources)} live sources", file=sys.stderr)
-    cameras = {src: topic_level(name) for src, name in zip(sources, args.name)}
+    cameras = {src: topic_level(name) for src, name in zip(sources, args.name, strict=False)}
     cameras.update({src: camera_name(src) for src in sources if src not in cameras})
     options = LiveOptions(
         sampling=Sampling(fps=args.fps, keyframes=args.keyframes, decoder_threads=args.decoder_threads,

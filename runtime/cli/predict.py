@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     show = not args.no_progress and len(files) >= PROGRESS_MIN_INPUTS
     for result in progress(results, total=len(files), desc="classifying", enabled=show):
         failed += isinstance(result, Failure)
-        line = result.to_dict() if isinstance(result, Failure) else {**result.to_dict(), "variant": detector.variant_name}
+        line = (result.to_dict() if isinstance(result, Failure)
+                else {**result.to_dict(), "variant": detector.variant_name})
         print(json.dumps(line), flush=True)
     if failed:
         print(f"deepfake-edge predict: {failed} of {len(files)} inputs failed", file=sys.stderr)

@@ -52,7 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sampling.add_argument("--start", type=non_negative_float, default=0.0, help="skip to this time, in s (default: 0)")
     sampling.add_argument("--duration", type=positive_float, default=None,
                           help="scan at most this many s of video (live streams: watch this many s)")
-    sampling.add_argument("--max-frames", type=positive_int, default=None, help="stop each source after N sampled frames")
+    sampling.add_argument("--max-frames", type=positive_int, default=None,
+                          help="stop each source after N sampled frames")
     sampling.add_argument("--decoder-threads", type=positive_int, default=1,
                           help="FFmpeg decoding threads per source (default: 1, leaving the cores to the model)")
     sampling.add_argument("--timeout", type=positive_float, default=10.0,

@@ -86,7 +86,8 @@ async def classify_video(service: _Service, request: Request) -> dict[str, Any]:
     last = items[-1] if items else None
     if isinstance(last, VideoError):
         message = str(last.error).replace(named, source)
-        status, code = (413, "image_too_large") if isinstance(last.error, ImageTooLargeError) else (400, "invalid_video")
+        too_large = isinstance(last.error, ImageTooLargeError)
+        status, code = (413, "image_too_large") if too_large else (400, "invalid_video")
         raise ServiceError(status, code, message, kind=type(last.error).__name__)
     assert isinstance(last, VideoSummary)
     return {"summary": {**last.to_dict(), "source": source}, "frames": frames,

@@ -68,7 +68,9 @@ class Segment:
                 "max_score": self.max_score, "mean_score": self.mean_score}
 
 
-def segments(times: Sequence[float], scores: Sequence[float], *, threshold: float, min_length: float = 0.0) -> list[Segment]:
+def segments(
+    times: Sequence[float], scores: Sequence[float], *, threshold: float, min_length: float = 0.0
+) -> list[Segment]:
     """Runs of consecutive frames with score >= ``threshold`` lasting at least ``min_length`` seconds.
 
     A run lasts from its first frame's time to its last one's, so a single frame lasts 0 s:

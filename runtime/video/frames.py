@@ -13,6 +13,7 @@ timestamp (pts), so variable-frame-rate video is sampled evenly in time.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import os
 import stat
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
     import av.video.stream
 
 __all__ = [
-    "URL_SCHEMES", "VIDEO_SUFFIXES", "Sampling", "TimeSampler", "VideoReader", "expected_samples", "frame_name", "is_url", "sample_frames",
+    "URL_SCHEMES", "VIDEO_SUFFIXES", "Sampling", "TimeSampler", "VideoReader",
+    "expected_samples", "frame_name", "is_url", "sample_frames",
 ]
 
 #: File suffixes treated as video when a folder is expanded.
@@ -255,10 +257,8 @@ class VideoReader:
         import av
 
         assert self._origin is not None and self.stream.time_base is not None
-        try:
+        with contextlib.suppress(av.error.FFmpegError, OSError):
             self._container.seek(self._origin + int(time_s / self.stream.time_base), stream=self.stream, backward=True)
-        except (av.error.FFmpegError, OSError):
-            pass
 
     def _keyframe_times(self) -> list[float]:
         """Times of the keyframes the container's index lists (empty without an index, as MPEG-TS or live).

@@ -115,6 +115,7 @@ class MqttPublisher:
     ) -> None:
         require_extra("mqtt")
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         self.target = target
         self.max_reconnects = max_reconnects
@@ -126,7 +127,7 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._pending: deque[Any] = deque(maxlen=outbox)  # QoS 1 MQTTMessageInfo, for close()
         self.connected = threading.Event()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         client.connect_timeout = connect_timeout
         client.max_queued_messages_set(outbox)
         client.reconnect_delay_set(min_delay=1, max_delay=30)

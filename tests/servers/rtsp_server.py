@@ -22,7 +22,8 @@ server.set_address("127.0.0.1")
 server.set_service(port)
 factory = GstRtspServer.RTSPMediaFactory()
 location = video.replace("\\", "\\\\").replace('"', '\\"')
-factory.set_launch(f'( filesrc location="{location}" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )')
+factory.set_launch(f'( filesrc location="{location}" ! qtdemux ! h264parse '
+                   '! rtph264pay name=pay0 pt=96 config-interval=1 )')
 server.get_mount_points().add_factory("/" + mount.strip("/"), factory)
 if server.attach(None) == 0:
     sys.exit(f"rtsp_server: cannot listen on 127.0.0.1:{port}")
