@@ -28,7 +28,6 @@ import platform
 import shutil
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ sys.path.insert(0, str(TESTS))  # the fixtures' own builders and the preprocessi
 from conftest import TINY_SPECS, build_tiny_checkpoint
 from deepfake_edge import Detector
 from deepfake_edge.export import RECIPES, export_bundle
+from deepfake_edge.export.bundle_writer import package_versions
 from deepfake_edge.export.sample_images import heldout_images, photo_paths
 from deepfake_edge.extras import importable
 from image_factory import large_jpeg, mode_samples
@@ -55,16 +55,6 @@ NO_RESIZE_IMAGES = ("modes/RGB.png",)  # without resize every file has its own s
 # The README's held-out set for the proxy fidelity table (128 images).
 PROXY_HELDOUT = {"synthetic": 20, "crops_per_photo": 8, "seed": 1}
 PACKAGES = ("onnxruntime", "numpy", "pillow", "pytest", "transformers", "torch")
-
-
-def _versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def _write_images(root: Path) -> list[str]:
@@ -182,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reference: dict[str, Any] = {
         "format": 1,
-        "x86": {"machine": platform.machine(), "python": platform.python_version(), "versions": _versions()},
+        "x86": {"machine": platform.machine(), "python": platform.python_version(), "versions": package_versions(PACKAGES)},
         **prepare_tiny(args.out, log),
     }
     if args.proxy:
