@@ -1,6 +1,6 @@
 """Judge aarch64 logits (``run_models.py``, one run per emulated CPU) against the x86 reference.
 
-    python tests/arm64/compare.py REFERENCE CPU=RUN_DIR [CPU=RUN_DIR ...] [--proxy] [--json OUT]
+    python tests/arm64/compare.py REFERENCE CPU=RUN_DIR [CPU=RUN_DIR ...] [--proxy [--limit N]] [--json OUT]
 
 Runs on x86, with the export extra: the label agreement and |ΔP| figures come from the export's
 own ``compare`` (the numbers the manifest and the README report). For every CPU, bundle and
@@ -25,7 +25,7 @@ from deepfake_edge.labels import read_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpus import CPU_MODELS
-from run_models import HWCAP_BITS
+from run_models import HWCAP_BITS, subset
 
 # Largest |logit(aarch64) - logit(x86)| allowed for the same variant on the same pixel values.
 LOGIT_TOLERANCE = {
@@ -113,11 +113,14 @@ def check_variant(cpu: str, key: str, backend: str, labels: tuple[str, ...], nam
     return checks, figures
 
 
-def judge(reference_dir: Path, runs: dict[str, Path], proxy: bool) -> tuple[list[Check], list[dict[str, Any]]]:
+def judge(reference_dir: Path, runs: dict[str, Path], proxy: bool, limit: int | None = None,
+          ) -> tuple[list[Check], list[dict[str, Any]]]:
     ref = json.loads((reference_dir / "reference.json").read_text())
     x86 = _load(reference_dir / ("proxy_logits.npz" if proxy else "logits.npz"))
     if proxy:
-        bundles = {"proxy": {"dir": ref["proxy"]["dir"], "images": ref["proxy"]["images"],
+        chosen = subset(len(ref["proxy"]["images"]), limit)  # the images run_models.py --limit ran
+        x86 = {key: logits[chosen] for key, logits in x86.items()}
+        bundles = {"proxy": {"dir": ref["proxy"]["dir"], "images": [ref["proxy"]["images"][i] for i in chosen],
                              "variants": {v: "onnxruntime" for v in ref["proxy"]["variants"]}}}
     else:
         bundles = ref["bundles"]
@@ -158,10 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("reference", type=Path)
     parser.add_argument("runs", nargs="+", metavar="CPU=RUN_DIR")
     parser.add_argument("--proxy", action="store_true", help="judge the real-weights proxy run")
+    parser.add_argument("--limit", type=int, default=None, help="with --proxy: the --limit given to run_models.py")
     parser.add_argument("--json", type=Path, default=None, help="write checks and figures here")
     args = parser.parse_args(argv)
     runs = {cpu: Path(directory) for cpu, directory in (item.split("=", 1) for item in args.runs)}
-    checks, figures = judge(args.reference, runs, args.proxy)
+    checks, figures = judge(args.reference, runs, args.proxy, args.limit)
     for c in checks:
         print(f"{'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}")
     print()

@@ -1,6 +1,6 @@
 """Build, on x86, everything the aarch64 check compares against (``.ci/arm64`` runs it).
 
-    python tests/arm64/prepare.py OUT [--proxy] [--proxy-checkpoint DIR] [--limit N]
+    python tests/arm64/prepare.py OUT [--proxy] [--proxy-checkpoint DIR]
 
 Needs the ``[export]`` extra (``[openvino]`` too, for the ``int8-ov`` variant). Writes to ``OUT``:
 
@@ -137,14 +137,14 @@ def prepare_tiny(out: Path, log: Any) -> dict[str, Any]:
     return {"images": images, "settings": settings, "bundles": bundles}
 
 
-def prepare_proxy(out: Path, checkpoint: Path | None, limit: int | None, log: Any) -> dict[str, Any]:
+def prepare_proxy(out: Path, checkpoint: Path | None, log: Any) -> dict[str, Any]:
     from deepfake_edge.benchmarks.real_weights_proxy import build_proxy
 
     if checkpoint is None:
         checkpoint = build_proxy(out / "checkpoints" / "proxy")
     target = out / "bundles" / "proxy"
     export_bundle(str(checkpoint), target, overwrite=True, log=log)
-    images = heldout_images(**PROXY_HELDOUT)[:limit]
+    images = heldout_images(**PROXY_HELDOUT)
     reference = Detector.load(target, "fp32")
     pixel_values = reference.preprocess([item.image for item in images])
     np.save(out / "proxy_pixel_values.npy", pixel_values)
@@ -160,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxy", action="store_true", help="also build the real-weights proxy fidelity set")
     parser.add_argument("--proxy-checkpoint", type=Path, default=None,
                         help="an existing real-weights proxy checkpoint (else it is built, about a minute)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N proxy held-out images")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         **prepare_tiny(args.out, log),
     }
     if args.proxy:
-        reference["proxy"] = prepare_proxy(args.out, args.proxy_checkpoint, args.limit, log)
+        reference["proxy"] = prepare_proxy(args.out, args.proxy_checkpoint, log)
     (args.out / "reference.json").write_text(json.dumps(reference, indent=1))
     log(f"reference written to {args.out} in {time.perf_counter() - start:.0f} s")
     return 0

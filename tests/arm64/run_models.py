@@ -1,6 +1,6 @@
 """Run every bundle variant of a ``prepare.py`` reference on this machine (aarch64, base install).
 
-    python tests/arm64/run_models.py REFERENCE OUT [--proxy]
+    python tests/arm64/run_models.py REFERENCE OUT [--proxy [--limit N]]
 
 Each variant is opened with ``Detector.load`` (manifest, sha256, input/output checks) and run on
 the reference pixel values one image per call, as on x86. Writes ``OUT/logits.npz`` (same keys as
@@ -30,6 +30,13 @@ AT_HWCAP, AT_HWCAP2 = 16, 26
 HWCAP_BITS = {"asimdhp": (AT_HWCAP, 10), "asimddp": (AT_HWCAP, 20), "sve": (AT_HWCAP, 22),
               "i8mm": (AT_HWCAP2, 13), "bf16": (AT_HWCAP2, 14), "sme": (AT_HWCAP2, 23)}
 PROGRESS_EVERY_S = 30
+
+
+def subset(count: int, limit: int | None) -> np.ndarray:
+    """Indices of ``limit`` images spread evenly over ``count`` (photos, crops and synthetics alike)."""
+    if limit is None or limit >= count:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, limit).round().astype(int))
 
 
 def cpu_features() -> dict[str, Any]:
@@ -66,12 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("reference", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--proxy", action="store_true", help="run the real-weights proxy bundle instead of the tiny ones")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="with --proxy: only this many held-out images, spread evenly over the set")
     args = parser.parse_args(argv)
     ref = json.loads((args.reference / "reference.json").read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     if args.proxy:
         jobs = [("proxy", ref["proxy"]["dir"], variant) for variant in ref["proxy"]["variants"]]
-        inputs = {"proxy": np.load(args.reference / "proxy_pixel_values.npy")}
+        pixel_values = np.load(args.reference / "proxy_pixel_values.npy")
+        inputs = {"proxy": pixel_values[subset(len(pixel_values), args.limit)]}
     else:
         jobs = [(name, spec["dir"], variant) for name, spec in ref["bundles"].items() for variant in spec["variants"]]
         inputs = {name: tiny_pixel_values(args.reference, name, spec["images"]) for name, spec in ref["bundles"].items()}
