@@ -8,7 +8,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,9 +23,10 @@ from .recipes import Recipe
 VERSIONED_PACKAGES = ("deepfake-edge", "onnx", "onnxruntime", "optimum", "optimum-onnx", "transformers", "torch")
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(names: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution in ``names`` (None when it is not installed)."""
     out: dict[str, str | None] = {}
-    for name in VERSIONED_PACKAGES:
+    for name in names:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
