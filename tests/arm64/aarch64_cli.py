@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from deepfake_edge.cli import main
 from deepfake_edge.extras import importable
 from deepfake_edge.labels import softmax
@@ -30,7 +31,7 @@ def _run(*args: object) -> subprocess.CompletedProcess[str]:
 
 def _x86_scores(reference: dict[str, Any], x86_logits: dict[str, np.ndarray], variant: str) -> dict[str, np.ndarray]:
     spec = reference["bundles"]["binary"]
-    return dict(zip(spec["images"], softmax(x86_logits[f"binary/{variant}"])))
+    return dict(zip(spec["images"], softmax(x86_logits[f"binary/{variant}"]), strict=True))
 
 
 def _rows(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -68,7 +69,8 @@ def test_predict_reports_failures_and_keeps_going(bundle: Path, reference_dir: P
     notes.write_text("not an image")
     proc = _run("predict", bundle, photo, corrupt, tmp_path / "missing.png", notes, photo)
     assert proc.returncode == 1
-    assert [r.get("error") for r in _rows(proc)] == [None, "ImageDecodeError", "ImageReadError", "ImageDecodeError", None]
+    expected = [None, "ImageDecodeError", "ImageReadError", "ImageDecodeError", None]
+    assert [r.get("error") for r in _rows(proc)] == expected
     assert "3 of 5 inputs failed" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -81,7 +83,8 @@ def test_missing_engine_names_its_extra(
         pytest.skip(f"the reference bundle has no int8-ov variant: {spec['unavailable'].get('int8-ov')}")
     if importable("openvino"):
         pytest.skip("OpenVINO is installed here: this checks a base install")
-    assert main(["predict", str(bundle), str(reference_dir / "images" / "modes" / "RGB.png"), "--variant", "int8-ov"]) == 3
+    image = reference_dir / "images" / "modes" / "RGB.png"
+    assert main(["predict", str(bundle), str(image), "--variant", "int8-ov"]) == 3
     assert "pip install 'deepfake-edge[openvino]'" in capsys.readouterr().err
 
 

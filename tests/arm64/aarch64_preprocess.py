@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from deepfake_edge import Detector, PreprocessConfig
 from deepfake_edge.images import load_rgb
 from deepfake_edge.preprocess import preprocess
@@ -40,6 +41,7 @@ def test_every_processor_setting_matches_x86_transformers(
         for image in spec["images"]:
             ours = preprocess(load_rgb(reference_dir / "images" / image), config)
             assert ours.dtype == np.float32
-            np.testing.assert_array_equal(ours, expected_pixels[f"setting/{setting}/{image}"], err_msg=f"{setting}/{image}")
+            expected = expected_pixels[f"setting/{setting}/{image}"]
+            np.testing.assert_array_equal(ours, expected, err_msg=f"{setting}/{image}")
             checked += 1
     assert checked >= len(reference["settings"]) * 2  # the reference really holds the cases

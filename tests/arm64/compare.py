@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from deepfake_edge.export.fidelity import compare
 from deepfake_edge.labels import read_labels
 
@@ -68,7 +69,8 @@ def check_cpu_features(cpu: str, run: dict[str, Any]) -> Check:
     expected = {name: name in model.features.split() for name in HWCAP_BITS}
     seen = {name: run["cpu"][name] for name in HWCAP_BITS}
     part_ok = run["cpu"]["cpu_part"] == f"0x{model.part:03x}"
-    return Check(f"{cpu}: aarch64 sees {model.qemu}'s features", seen == expected and part_ok and run["machine"] == "aarch64",
+    ok = seen == expected and part_ok and run["machine"] == "aarch64"
+    return Check(f"{cpu}: aarch64 sees {model.qemu}'s features", ok,
                  f"HWCAP {sorted(k for k, v in seen.items() if v)}, CPU part {run['cpu']['cpu_part']}")
 
 
@@ -121,7 +123,7 @@ def judge(reference_dir: Path, runs: dict[str, Path], proxy: bool, limit: int | 
         chosen = subset(len(ref["proxy"]["images"]), limit)  # the images run_models.py --limit ran
         x86 = {key: logits[chosen] for key, logits in x86.items()}
         bundles = {"proxy": {"dir": ref["proxy"]["dir"], "images": [ref["proxy"]["images"][i] for i in chosen],
-                             "variants": {v: "onnxruntime" for v in ref["proxy"]["variants"]}}}
+                             "variants": dict.fromkeys(ref["proxy"]["variants"], "onnxruntime")}}
     else:
         bundles = ref["bundles"]
     checks: list[Check] = []

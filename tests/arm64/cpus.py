@@ -71,7 +71,8 @@ def main(argv: list[str]) -> int:
         print(" ".join(DEFAULT_CPUS))
     elif len(argv) >= 2 and argv[0] in ("qemu", "cpuinfo") and argv[1] in CPU_MODELS:
         model = CPU_MODELS[argv[1]]
-        print(model.qemu if argv[0] == "qemu" else model.cpuinfo(int(argv[2]) if len(argv) > 2 else os.cpu_count() or 1),
+        cores = int(argv[2]) if len(argv) > 2 else os.cpu_count() or 1
+        print(model.qemu if argv[0] == "qemu" else model.cpuinfo(cores),
               end="\n" if argv[0] == "qemu" else "")
     else:
         print(__doc__, file=sys.stderr)

@@ -37,13 +37,15 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))  # the fixtures' own builders and the preprocessing reference
 
 from conftest import TINY_SPECS, build_tiny_checkpoint
+from test_preprocess import PROCESSOR_SETTINGS, _reference
+
 from deepfake_edge import Detector
 from deepfake_edge.export import RECIPES, export_bundle
 from deepfake_edge.export.bundle_writer import package_versions
 from deepfake_edge.export.sample_images import heldout_images, photo_paths
 from deepfake_edge.extras import importable
+
 from image_factory import large_jpeg, mode_samples
-from test_preprocess import PROCESSOR_SETTINGS, _reference
 
 # ``binary`` carries every recipe (built untuned, as the tests' variant fixture does: same graphs,
 # seconds instead of minutes); ``ternary`` is a default export (fp32 + tuned int8).
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
     reference: dict[str, Any] = {
         "format": 1,
-        "x86": {"machine": platform.machine(), "python": platform.python_version(), "versions": package_versions(PACKAGES)},
+        "x86": {"machine": platform.machine(), "python": platform.python_version(),
+                "versions": package_versions(PACKAGES)},
         **prepare_tiny(args.out, log),
     }
     if args.proxy:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime
+
 from deepfake_edge import DeepfakeEdgeError, Detector
 
 # Linux auxv keys and arm64 HWCAP bits (arch/arm64/include/uapi/asm/hwcap.h): the features the
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reference", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--proxy", action="store_true", help="run the real-weights proxy bundle instead of the tiny ones")
+    parser.add_argument("--proxy", action="store_true",
+                        help="run the real-weights proxy bundle instead of the tiny ones")
     parser.add_argument("--limit", type=int, default=None,
                         help="with --proxy: only this many held-out images, spread evenly over the set")
     args = parser.parse_args(argv)
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = {"proxy": pixel_values[subset(len(pixel_values), args.limit)]}
     else:
         jobs = [(name, spec["dir"], variant) for name, spec in ref["bundles"].items() for variant in spec["variants"]]
-        inputs = {name: tiny_pixel_values(args.reference, name, spec["images"]) for name, spec in ref["bundles"].items()}
+        inputs = {name: tiny_pixel_values(args.reference, name, spec["images"])
+                  for name, spec in ref["bundles"].items()}
     logits: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
     seconds: dict[str, float] = {}
