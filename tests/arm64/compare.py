@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from deepfake_edge.export.fidelity import compare
-from deepfake_edge.labels import read_labels
+from deepfake_edge.labels import read_labels, softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpus import CPU_MODELS
@@ -31,22 +31,26 @@ from run_models import HWCAP_BITS, subset
 # Largest |logit(aarch64) - logit(x86)| allowed for the same variant on the same pixel values.
 LOGIT_TOLERANCE = {
     # Only the summation order differs (NEON against AVX-512 FMA kernels): measured <= 6e-6 on
-    # the tiny models; 1e-4 is also the bound the export holds fp32 ONNX to against torch.
+    # the tiny models and 2e-6 on the real-weights proxy; 1e-4 is also the bound the export
+    # holds fp32 ONNX to against torch.
     "fp32": 1e-4,
-    # Dynamic (per-token or per-tensor) activation quantization is discontinuous: a 1-ulp
-    # difference upstream can move one activation by one int8 step. On x86 alone, 1-ulp nudges
-    # of the input move the tiny int8 model's logits by 3.1e-3; aarch64 differs from x86 by 3.7e-3.
-    "int8": 1e-2,
-    "int8-ort": 1e-2,
-    "int8-static": 1e-2,
-    # MatMulNBits quantizes activations to int8 in its own, CPU-specific kernels (block sums,
-    # KleidiAI on ARM): measured 0.084 against its own error of 0.9 vs fp32 on the tiny model.
+    # Dynamic activation quantization is discontinuous: a 1-ulp difference upstream can move an
+    # activation by one int8 step. On x86 alone, 1-ulp nudges of the input move the proxy's int8
+    # logits by up to 0.048 (the tiny models' by 3e-3); aarch64 differs from x86 by 0.030 (3.7e-3).
+    "int8": 0.1,
+    "int8-ort": 0.1,
+    "int8-static": 0.1,
+    # MatMulNBits quantizes activations to int8 in its own, CPU-specific kernels: measured 0.084
+    # on the tiny model, whose own error against fp32 is 0.9.
     "int4": 0.2,
     # With fp16 arithmetic (asimdhp) onnxruntime computes fp16 graphs in fp16 on ARM, where x86
     # computes them in fp32 between casts: measured 0.025.
     "fp16": 0.1,
 }
-# aarch64's |ΔP| against its own fp32 may exceed x86's by this much (a variant stays as faithful).
+# Labels may differ from x86's only on images x86 scores this close to a tie (top-two margin in P).
+TIE_MARGIN = 0.02
+# aarch64's max |ΔP| against its own fp32 may exceed x86's by this much, and its label agreement
+# with its own fp32 may be one image lower (a variant stays as faithful as on x86).
 FIDELITY_SLACK = 0.01
 OPENVINO_HINT = "pip install 'deepfake-edge[openvino]'"
 
@@ -92,20 +96,23 @@ def check_variant(cpu: str, key: str, backend: str, labels: tuple[str, ...], nam
     parity = compare(theirs, ours, names, labels, positive)
     delta = float(np.abs(ours - theirs).max())
     tolerance = LOGIT_TOLERANCE[variant]
+    x86_probs = np.sort(softmax(theirs), axis=1)
+    changed = [name for name, a, b, p in zip(names, ours.argmax(1), theirs.argmax(1), x86_probs, strict=True)
+               if a != b and p[-1] - p[-2] > TIE_MARGIN]
     figures = {"cpu": cpu, "key": key, "max_abs_logit_vs_x86": delta, "max_abs_dp_vs_x86": parity["max_abs_dp"],
-               "agreement_vs_x86": parity["label_agreement"]}
+               "mean_abs_dp_vs_x86": parity["mean_abs_dp"], "agreement_vs_x86": parity["label_agreement"]}
     checks = [
         Check(f"{where} matches x86 (max |Δlogit| <= {tolerance:g})", delta <= tolerance,
-              f"max |Δlogit| {delta:.2e}, max |ΔP| {parity['max_abs_dp']:.2e}"),
-        Check(f"{where} gives x86's labels", parity["label_agreement"] == 1.0,
-              f"agreement {parity['label_agreement']:.1%}, worst {parity['worst_image']}"),
+              f"max |Δlogit| {delta:.2e}, max |ΔP| {parity['max_abs_dp']:.2e}, mean {parity['mean_abs_dp']:.2e}"),
+        Check(f"{where} gives x86's labels (near-ties aside)", not changed,
+              f"agreement {parity['label_agreement']:.1%}" + (f", changed: {changed}" if changed else "")),
     ]
     if variant != "fp32":
         on_arm = compare(arm[f"{bundle}/fp32"], ours, names, labels, positive)
         on_x86 = compare(x86[f"{bundle}/fp32"], theirs, names, labels, positive)
         figures.update({f"{side}_{k}": f[k] for side, f in (("arm", on_arm), ("x86", on_x86))
                         for k in ("label_agreement", "max_abs_dp", "mean_abs_dp")})
-        faithful = (on_arm["label_agreement"] >= on_x86["label_agreement"]
+        faithful = (on_arm["label_agreement"] >= on_x86["label_agreement"] - 1 / len(names)
                     and on_arm["max_abs_dp"] <= on_x86["max_abs_dp"] + FIDELITY_SLACK)
         checks.append(Check(
             f"{where} is as faithful to fp32 as on x86", faithful,
@@ -145,7 +152,7 @@ def judge(reference_dir: Path, runs: dict[str, Path], proxy: bool, limit: int | 
 
 
 def figures_table(figures: list[dict[str, Any]]) -> str:
-    header = ("| CPU | bundle/variant | max \\|Δlogit\\| vs x86 | max \\|ΔP\\| vs x86 | labels vs x86 "
+    header = ("| CPU | bundle/variant | max \\|Δlogit\\| vs x86 | max, mean \\|ΔP\\| vs x86 | labels vs x86 "
               "| aarch64 vs own fp32: agreement, max \\|ΔP\\|, mean | x86 vs own fp32 |")
     lines = [header, "|---|---|---:|---:|---:|---|---|"]
     for f in figures:
@@ -153,7 +160,8 @@ def figures_table(figures: list[dict[str, Any]]) -> str:
                if "arm_max_abs_dp" in f else "–")
         x86 = (f"{f['x86_label_agreement']:.1%}, {f['x86_max_abs_dp']:.4f}, {f['x86_mean_abs_dp']:.5f}"
                if "x86_max_abs_dp" in f else "–")
-        lines.append(f"| {f['cpu']} | {f['key']} | {f['max_abs_logit_vs_x86']:.1e} | {f['max_abs_dp_vs_x86']:.1e} "
+        lines.append(f"| {f['cpu']} | {f['key']} | {f['max_abs_logit_vs_x86']:.1e} "
+                     f"| {f['max_abs_dp_vs_x86']:.1e}, {f['mean_abs_dp_vs_x86']:.1e} "
                      f"| {f['agreement_vs_x86']:.1%} | {arm} | {x86} |")
     return "\n".join(lines)
 
