@@ -64,11 +64,6 @@ def run_variant(bundle: Path, variant: str, pixel_values: np.ndarray) -> tuple[n
     return np.concatenate(rows), (time.perf_counter() - start) / len(pixel_values)
 
 
-def tiny_pixel_values(reference: Path, name: str, images: list[str]) -> np.ndarray:
-    with np.load(reference / "preprocess.npz") as arrays:
-        return np.stack([arrays[f"bundle/{name}/{image}"] for image in images])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reference", type=Path)
@@ -86,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = {"proxy": pixel_values[subset(len(pixel_values), args.limit)]}
     else:
         jobs = [(name, spec["dir"], variant) for name, spec in ref["bundles"].items() for variant in spec["variants"]]
-        inputs = {name: tiny_pixel_values(args.reference, name, spec["images"])
-                  for name, spec in ref["bundles"].items()}
+        with np.load(args.reference / "pixel_values.npz") as arrays:
+            inputs = {name: arrays[name] for name in ref["bundles"]}
     logits: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
     seconds: dict[str, float] = {}
