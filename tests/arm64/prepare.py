@@ -14,7 +14,7 @@ checkpoints, default bundles and evaluation images are reused. Needs the ``[expo
 * ``reference.json``: what is where, and the x86 library versions.
 
 ``--proxy`` adds the real-weights proxy (pretrained DINOv2-small weights in a SigLIP classifier,
-``deepfake_edge.export.proxy``) exported with the default recipes, its 128 held-out images'
+``deepfake_edge.export.proxy``) exported to fp32 and the default int8, its 128 held-out images'
 pixel values (``proxy_pixel_values.npy``) and x86 fp32 and int8 logits (``proxy_logits.npz``).
 """
 
@@ -90,7 +90,7 @@ def prepare_proxy(out: Path, checkpoint: Path | None, log: Any) -> dict[str, Any
     if checkpoint is None:
         checkpoint = build_proxy(out / "checkpoints" / "proxy")
     target = out / "bundles" / "proxy"
-    export_bundle(str(checkpoint), target, log=log)
+    export_bundle(str(checkpoint), target, variants=("fp32", "int8"), log=log)
     images = heldout_images(**PROXY_HELDOUT)
     pixel_values = Detector.load(target, "fp32").preprocess([item.image for item in images])
     np.save(out / "proxy_pixel_values.npy", pixel_values)
