@@ -20,7 +20,13 @@ from deepfake_edge.manifest import MANIFEST_NAME, Manifest, Variant
 from .errors import ExportError
 from .recipes import Recipe
 
-VERSIONED_PACKAGES = ("deepfake-edge", "onnx", "onnxruntime", "optimum", "optimum-onnx", "transformers", "torch")
+# Every distribution whose version can change an exported file's bytes: the exporters and quantizers,
+# Pillow and numpy (the calibration images are resized and scaled through them, so the int8 tuning
+# follows), OpenVINO (it scores int8-ov's tuning) and the wheels that ship the photos.
+VERSIONED_PACKAGES = (
+    "deepfake-edge", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnx-ir", "onnxruntime",
+    "openvino", "numpy", "pillow", "scikit-image", "scikit-learn", "matplotlib",
+)
 
 
 def package_versions(names: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, str | None]:

@@ -234,6 +234,20 @@ def test_no_verify_skips_only_the_sha256(bundle_copy: Path, reference: Reference
     assert isinstance(result, Prediction) and sum(result.scores.values()) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("versions", [{"onnx": "1.16.0", "torch": "2.2.0"}, None], ids=["older-list", "none"])
+def test_manifest_of_an_older_export_loads(bundle_copy: Path, versions: dict[str, str] | None) -> None:
+    """Older exports recorded fewer library versions (no Pillow, no numpy), or none at all."""
+    def change(manifest: dict) -> None:
+        if versions is None:
+            del manifest["versions"]
+        else:
+            manifest["versions"] = versions
+    _edit_json(bundle_copy / MANIFEST, change)
+    detector = Detector.load(bundle_copy)
+    assert detector.bundle.manifest.versions == (versions or {})
+    assert isinstance(detector.predict_one(np.full((30, 20, 3), 128, np.uint8)), Prediction)
+
+
 # -- models whose graph disagrees with the bundle (edited with the onnx package) ---------
 def _edit_model(bundle: Path, edit: Callable[..., None], reference: References, variant: str = "fp32") -> None:
     path = bundle / (FP32 if variant == "fp32" else INT8)

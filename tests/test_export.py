@@ -85,6 +85,17 @@ def test_bundle_layout_and_manifest(binary_bundle: Path) -> None:
     assert json.loads((binary_bundle / "config.json").read_text())["id2label"] == {"0": "fake", "1": "real"}
 
 
+def test_manifest_records_the_versions_that_change_the_bytes(binary_bundle: Path) -> None:
+    """Pillow resizes the calibration images, numpy scales them, onnx serializes: each moves the bytes."""
+    import onnx
+    import PIL
+
+    versions = json.loads((binary_bundle / "manifest.json").read_text())["versions"]
+    assert versions["pillow"] == PIL.__version__
+    assert versions["numpy"] == np.__version__
+    assert versions["onnx"] == onnx.__version__
+
+
 def test_fp32_logits_match_torch(any_bundle: tuple[str, Path, Path]) -> None:
     _, checkpoint, bundle = any_bundle
     images = [item.image for item in heldout_images(synthetic=4)]
