@@ -54,6 +54,18 @@ class Bundle:
             )
         return cls(root=root, manifest=manifest, labels=labels, preprocess=preprocess)
 
+    def require_positive_label(self, purpose: str) -> str:
+        """The manifest's positive label, which ``purpose`` (a phrase: "a video verdict") cannot do without.
+
+        Raises ``UnsupportedBundleError`` when the manifest names none, or one the model does not have.
+        """
+        positive = self.manifest.decision.positive_label
+        if positive is None or positive not in self.labels:
+            raise UnsupportedBundleError(f"{self.root}: {purpose} needs the bundle's positive label "
+                                         f"(decision.positive_label) among its labels {self.labels}, "
+                                         f"and this one has {positive!r}")
+        return positive
+
     def variant(self, name: str | None) -> tuple[str, Variant]:
         """The named variant; None means the manifest's default, ``"auto"`` the choice for this machine
         (see ``variant_choice``; ``Detector.load`` also keeps the reason)."""

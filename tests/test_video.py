@@ -4,6 +4,7 @@ and transformers + torch classifying them; sampling by pts; rotation; bad input.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from fractions import Fraction
@@ -23,7 +24,7 @@ from video_factory import (
 )
 
 from deepfake_edge import Detector
-from deepfake_edge.errors import ImageTooLargeError, VideoDecodeError, VideoOpenError
+from deepfake_edge.errors import ImageTooLargeError, UnsupportedBundleError, VideoDecodeError, VideoOpenError
 from deepfake_edge.video import (
     FrameResult,
     Sampling,
@@ -34,6 +35,7 @@ from deepfake_edge.video import (
     autorotate,
     sample_frames,
     scan,
+    watch,
 )
 from deepfake_edge.video.rotation import display_matrix
 
@@ -289,6 +291,24 @@ def test_bad_sources_give_one_clear_error(case: str, binary_bundle: Path, tmp_pa
     assert type(items[0].error) is expected and str(items[0].error).startswith(str(path))
     body = items[0].to_dict()
     assert body["error"] == expected.__name__ and body["source"] == str(path)
+
+
+@pytest.mark.parametrize("positive", [None, "deepfake"])
+def test_a_bundle_without_a_usable_positive_label_is_refused_before_reading(
+    positive: str | None, binary_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = Path(shutil.copytree(binary_bundle, tmp_path / "bundle"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["decision"] = {"positive_label": positive, "threshold": None}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    detector = Detector.load(bundle)
+    missing = str(tmp_path / "never-opened.mp4")
+    for name, run in {"scan": lambda: next(scan(detector, missing)),
+                      "watch": lambda: next(watch(detector, ["rtsp://127.0.0.1:9/never-opened"]))}.items():
+        with pytest.raises(UnsupportedBundleError, match="positive label") as info:
+            run()
+        assert str(info.value).startswith(f"{bundle}: a "), name
+        assert repr(positive) in str(info.value), name
 
 
 def test_cli_folder_mixing_videos_and_junk(binary_bundle: Path, tmp_path: Path) -> None:

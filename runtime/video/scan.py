@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..detector import Detector
-from ..errors import DeepfakeEdgeError, UnsupportedBundleError, VideoDecodeError
+from ..errors import DeepfakeEdgeError, VideoDecodeError
 from ..labels import decisions
 from ..results import Failure
 from .aggregate import Segment, aggregate, segments
@@ -94,14 +94,6 @@ ScanItem = FrameResult | VideoSummary | VideoError
 EventSink = Callable[[ScanItem], None]
 
 
-def _positive(detector: Detector) -> str:
-    positive = detector.positive_label
-    if positive is None or positive not in detector.labels:
-        raise UnsupportedBundleError(f"{detector.bundle.root}: a video verdict needs the bundle's positive label "
-                                     f"(decision.positive_label), and this one has {positive!r}")
-    return positive
-
-
 def classify_frame(detector: Detector, source: str, time_s: float, tensor: np.ndarray) -> FrameResult:
     """Run the model on one preprocessed frame (``Detector.decode``'s output).
 
@@ -122,7 +114,7 @@ def summarize(
     The label is the bundle's decision rule applied to the mean scores with the positive
     label's replaced by the aggregate; segments use the decision threshold (0.5 when there is none).
     """
-    positive = _positive(detector)
+    positive = detector.bundle.require_positive_label("a video verdict")
     if not frames:
         raise ValueError(f"{source}: no frames to summarize")
     p = [f.scores[positive] for f in frames]
@@ -174,7 +166,7 @@ def scan(detector: Detector, source: str, options: ScanOptions | None = None) ->
     Closing the generator early stops the decode thread.
     """
     options = options or ScanOptions()
-    _positive(detector)
+    detector.bundle.require_positive_label("a video verdict")
     aggregate(options.aggregate, [])  # an unknown method fails now, not after the whole video
     stop = threading.Event()
     items: queue.Queue[object] = queue.Queue(maxsize=options.queue_size)

@@ -26,7 +26,6 @@ from .scan import (
     FrameResult,
     VideoError,
     VideoSummary,
-    _positive,
     classify_frame,
     summarize,
 )
@@ -95,7 +94,7 @@ def watch(
     still gets its summary. Closing the generator early stops the reader threads.
     """
     options = options or LiveOptions()
-    positive = _positive(detector)
+    positive = detector.bundle.require_positive_label("a live watch")
     threshold = detector.threshold if detector.threshold is not None else DEFAULT_SEGMENT_THRESHOLD
     rule = AlertRule(*options.alert, threshold=threshold)
     stop = stop or threading.Event()
