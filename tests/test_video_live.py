@@ -204,6 +204,33 @@ def test_a_silent_server_times_out(detector: Detector) -> None:
     assert isinstance(error, VideoTimeoutError) and "open timeout of 1.5 s" in str(error)
 
 
+@pytest.mark.parametrize("server", ["silent", "refused"])
+def test_a_url_scanned_as_a_file_names_a_silent_or_refused_server(detector: Detector, server: str) -> None:
+    """``scan`` (the API, not the live mode) on an RTSP URL: RTSP's demuxer reports FFmpeg's timeout as
+    "invalid data", which must not come out as a format problem."""
+    listener = SilentListener() if server == "silent" else None
+    url = f"rtsp://127.0.0.1:{listener.port if listener else free_port()}/cam"
+    items: list[object] = []
+    sampling = Sampling(open_timeout_s=1.5, read_timeout_s=1.5)
+    # a thread bounds the test should the timeout ever stop working (a hang is then a failure)
+    thread = threading.Thread(target=lambda: items.extend(scan(detector, url, ScanOptions(sampling))), daemon=True)
+    try:
+        thread.start()
+        thread.join(60)
+    finally:
+        if listener:
+            listener.close()
+    assert not thread.is_alive(), "scan did not return"
+    assert len(items) == 1 and isinstance(items[0], VideoError), items
+    error = items[0].error
+    if listener:
+        assert listener.accepted, "the client never connected"
+        assert isinstance(error, VideoTimeoutError)
+        assert str(error) == f"{url}: no answer from the server within the open timeout of 1.5 s"
+    else:
+        assert isinstance(error, VideoOpenError) and str(error) == f"{url}: cannot open (Connection refused)"
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1:{free}", "192.0.2.1:554"])  # a closed port; TEST-NET-1 (no route)
 def test_an_unreachable_host_errors(detector: Detector, host: str) -> None:
     url = f"rtsp://{host.format(free=free_port())}/cam"

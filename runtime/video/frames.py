@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,8 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://"
 
 # A frame time within this of a sampling tick counts as on the tick (pts are rationals; floats are not).
 _TICK_EPSILON = 1e-6
+# An FFmpeg error this close to a timeout's deadline (or later) is that timeout (see _read_error).
+_AT_DEADLINE = 0.95
 
 
 def frame_name(source: str, time_s: float) -> str:
@@ -148,12 +151,18 @@ def _check_local(source: str) -> None:
         raise VideoDecodeError(source, "empty file (0 bytes)")
 
 
-def _read_error(source: str, exc: Exception, *, what: str, timeout_s: float) -> VideoSourceError:
-    """An FFmpeg error as ours. FFmpeg reports its interrupt (our timeout) as "exit requested"."""
+def _read_error(source: str, exc: Exception, *, what: str, timeout_s: float, waited_s: float) -> VideoSourceError:
+    """An FFmpeg error, raised ``waited_s`` into an open or a read, as ours.
+
+    FFmpeg reports its interrupt (our timeout) as "exit requested", or as whatever the
+    demuxer makes of it: RTSP's, on a server that accepts the connection and never
+    answers, says "invalid data". So an error at or after the deadline is the timeout.
+    """
     import av
 
-    if isinstance(exc, (av.error.ExitError, TimeoutError)):
-        return VideoTimeoutError(source, f"no data within the {what} timeout of {timeout_s:g} s")
+    if isinstance(exc, (av.error.ExitError, TimeoutError)) or waited_s >= timeout_s * _AT_DEADLINE:
+        silent = "no answer from the server" if what == "open" and is_url(source) else "no data"
+        return VideoTimeoutError(source, f"{silent} within the {what} timeout of {timeout_s:g} s")
     if isinstance(exc, EOFError) and what == "open":
         return VideoDecodeError(source, "ends before any video data (an empty or cut-off container)")
     if isinstance(exc, av.error.InvalidDataError):
@@ -185,11 +194,13 @@ class VideoReader:
         options = {"rtsp_transport": "tcp"} if source.lower().startswith(("rtsp://", "rtsps://")) else {}
         # FFmpeg does not probe capture devices: V4L2 must be named, as `ffmpeg -f v4l2 -i /dev/video0`.
         device = "v4l2" if source.startswith("/dev/video") else None
+        started = time.monotonic()
         try:
             self._container: av.container.InputContainer = av.open(
                 source, format=device, timeout=(sampling.open_timeout_s, sampling.read_timeout_s), options=options)
         except (av.error.FFmpegError, OSError) as exc:
-            raise _read_error(source, exc, what="open", timeout_s=sampling.open_timeout_s) from exc
+            raise _read_error(source, exc, what="open", timeout_s=sampling.open_timeout_s,
+                              waited_s=time.monotonic() - started) from exc
         try:
             self.stream = self._video_stream()
         except (VideoSourceError, ImageTooLargeError):
@@ -294,6 +305,7 @@ class VideoReader:
         if sampling.start > 0 and self._origin is not None:
             self._seek(sampling.start)
         last: float | None = None
+        asked = time.monotonic()  # when the read now under way began (PyAV times each read alone)
         try:
             for packet in self._container.demux(self.stream):
                 # Packets count towards the video seen even when the decoder skips their frames (--keyframes).
@@ -315,8 +327,10 @@ class VideoReader:
                         return
                     if time_s + _TICK_EPSILON >= sampling.start:
                         yield time_s, frame
+                asked = time.monotonic()
         except (av.error.FFmpegError, OSError) as exc:
-            raise _read_error(self.source, exc, what="read", timeout_s=sampling.read_timeout_s) from exc
+            raise _read_error(self.source, exc, what="read", timeout_s=sampling.read_timeout_s,
+                              waited_s=time.monotonic() - asked) from exc
         self._check_complete()
 
     def _check_complete(self) -> None:

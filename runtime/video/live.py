@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from ..errors import VideoSourceError, VideoTimeoutError
+from ..errors import VideoSourceError
 from ..images import DEFAULT_MAX_PIXELS
 from .frames import Sampling, TimeSampler, VideoReader, is_url
 
@@ -228,20 +228,17 @@ class LiveReader:
     def _session(self, sampler: TimeSampler) -> tuple[VideoSourceError, bool] | float | None:
         """One open-and-read. Returns None when stopped, the seconds read when a finite source
         ended, else (the error that ended the session, whether it delivered a frame)."""
-        started = self._clock()
         delivered = False
         try:
             reader = VideoReader(self.source, self.sampling, max_pixels=self.max_pixels)
         except VideoSourceError as exc:
-            return self._as_timeout(exc, started, self.sampling.open_timeout_s, "open"), False
+            return exc, False
         anchor: float | None = None
         finite = self.source.lower().startswith(_FINITE_SCHEMES) and reader.declared_duration is not None
         with reader:
-            last_frame = self._clock()
             try:
                 for pts_time, frame in reader.frames():
                     now = self._clock()
-                    last_frame = now
                     if self._stop.is_set():
                         return None
                     self.decoded += 1
@@ -262,16 +259,9 @@ class LiveReader:
             except VideoSourceError as exc:
                 if self._stop.is_set():
                     return None
-                return self._as_timeout(exc, last_frame, self.sampling.read_timeout_s, "read"), delivered
+                return exc, delivered
             if self._stop.is_set():
                 return None
             if finite:
                 return reader.position
         return VideoSourceError(self.source, "the stream ended"), delivered
-
-    def _as_timeout(self, exc: VideoSourceError, since: float, timeout_s: float, what: str) -> VideoSourceError:
-        """FFmpeg reports its interrupt (our timeout) as whatever the demuxer makes of it (RTSP:
-        "invalid data"); an error at or after the deadline is the timeout."""
-        if isinstance(exc, VideoTimeoutError) or self._clock() - since < timeout_s * 0.95:
-            return exc
-        return VideoTimeoutError(self.source, f"no data within the {what} timeout of {timeout_s:g} s")
