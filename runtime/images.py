@@ -120,8 +120,12 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None
         )
 
 
-def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
+def _decode(fp: IO[bytes], name: str, max_pixels: int | None, draft: tuple[int, int] | None) -> Image.Image:
     """Open, check the declared size, then decode the first frame and convert it.
+
+    ``draft`` (width, height), for a JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale
+    (``Image.draft``, DCT scaling), the smallest that stays at least that size. The pixels
+    then differ from a full decode; the limit is still checked on the declared size.
 
     No ``warnings.catch_warnings`` here: it swaps process-global state and is not
     thread-safe (``Detector`` is). PIL's warnings therefore follow the host's
@@ -136,6 +140,8 @@ def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
         image = _open(fp)
         _check_pixels(image, name, max_pixels)
         image.seek(0)  # animated formats: always the first frame
+        if draft is not None and image.format in _DRAFT_FORMATS:
+            image.draft(None, draft)  # mode None: only the size changes; mode conversion stays _rgb's
         image.load()
     except ImageError:
         raise  # our own checks above (ImageError refines ValueError, listed below)
@@ -154,6 +160,10 @@ def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
     except _DECODER_FAILURES as exc:
         raise ImageDecodeError(name, f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from exc
     return _rgb(image, name)
+
+
+# The formats whose PIL plugin implements Image.draft (an MPO is a JPEG with more frames).
+_DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
 
 
 @lru_cache(maxsize=1)
@@ -253,11 +263,18 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
 
 
 def load_rgb(
-    source: ImageInput, *, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    source: ImageInput,
+    *,
+    name: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    draft: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Decode ``source`` into an RGB image, or raise an ``ImageError`` naming it.
 
     Paths we open are closed again; caller-owned file objects are left open.
+    ``draft=(width, height)`` lets a JPEG read from a path, bytes or a stream decode at a
+    reduced scale no smaller than that (fast, but not the exact pixels); other formats,
+    PIL images and arrays are decoded exactly as without it.
     """
     name = name if name is not None else describe_source(source)
     if isinstance(source, Image.Image):
@@ -275,10 +292,10 @@ def load_rgb(
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageDecodeError(name, "empty input (0 bytes)")
-        return _decode(io.BytesIO(bytes(source)), name, max_pixels)
+        return _decode(io.BytesIO(bytes(source)), name, max_pixels, draft)
     if isinstance(source, (str, os.PathLike)):
         with ExitStack() as stack:
-            return _decode(_open_regular_file(source, name, stack), name, max_pixels)
+            return _decode(_open_regular_file(source, name, stack), name, max_pixels, draft)
     if hasattr(source, "read"):
         if isinstance(source, io.TextIOBase):
             raise UnsupportedInputError(name, "file object is open in text mode; open it with 'rb'")
@@ -290,7 +307,7 @@ def load_rgb(
             raise
         except (OSError, ValueError) as exc:
             raise ImageReadError(name, f"cannot read stream ({exc})") from exc
-        return _decode(fp, name, max_pixels)
+        return _decode(fp, name, max_pixels, draft)
     raise UnsupportedInputError(
         name, f"expected a path, bytes, binary file, PIL image or uint8 numpy array, got {type(source).__name__}"
     )

@@ -29,12 +29,22 @@ from PIL import Image
 from .errors import BundleMismatchError, UnsupportedBundleError
 from .jsonfile import read_json_object
 
-__all__ = ["SUPPORTED_PROCESSORS", "PreprocessConfig", "normalize", "preprocess", "rescale", "resize", "to_model_input"]
+__all__ = [
+    "FAST_DECODE_FACTOR", "SUPPORTED_PROCESSORS", "PreprocessConfig", "draft_size", "normalize", "preprocess",
+    "rescale", "resize", "to_model_input",
+]
 
 #: ``image_processor_type`` values whose behaviour this module reproduces. The
 #: fast (torchvision) variant is accepted because checkpoints saved with it keep
 #: the same settings; we reproduce the slow path, which the model card uses.
 SUPPORTED_PROCESSORS = frozenset({"SiglipImageProcessor", "SiglipImageProcessorFast"})
+
+
+#: Fast decoding reduces a JPEG by 1/2, 1/4 or 1/8 (DCT scaling) but never below this many times the
+#: model input in either dimension. On 12 MP JPEGs of the shipped photos, twice the input keeps the
+#: preprocessed tensor within about 0.03 (max |diff|) of the exact one, once only within about 0.09
+#: (README, "Fast JPEG decoding").
+FAST_DECODE_FACTOR = 2
 
 
 def _channels(value: float | Sequence[float], key: str, source: str) -> tuple[float, ...]:
@@ -115,6 +125,11 @@ class PreprocessConfig:
     @classmethod
     def from_file(cls, path: Path) -> PreprocessConfig:
         return cls.from_dict(read_json_object(path, "preprocessor config"), source=str(path))
+
+
+def draft_size(config: PreprocessConfig, factor: int = FAST_DECODE_FACTOR) -> tuple[int, int]:
+    """The smallest (width, height) fast decoding may reduce an image to: ``factor`` times the model input."""
+    return factor * config.width, factor * config.height
 
 
 def resize(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
