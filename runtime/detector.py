@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from .bundle import CONFIG_NAME, PREPROCESSOR_NAME, Bundle
 from .errors import BundleMismatchError, ImageError, ModelOutputError, UnsupportedBundleError
-from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input, load_rgb
+from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input, load_rgb_scaled
 from .labels import decisions, softmax
 from .manifest import Variant
 from .preprocess import draft_size, resize, to_model_input
@@ -65,7 +65,7 @@ class Detector:
         self.threshold = threshold if threshold is not None else bundle.manifest.decision.threshold
         self.max_pixels = max_pixels
         self.choice = choice  # why this variant, when it was chosen by variant="auto"
-        #: The smallest (width, height) a JPEG may be decoded at (None: exact decoding), see ``load_rgb``.
+        #: The smallest (width, height) a JPEG may be decoded at (None: exact decoding), see ``load_rgb_scaled``.
         self.draft_size = draft_size(bundle.preprocess) if fast_decode else None
         self._check_io()
 
@@ -175,10 +175,10 @@ class Detector:
         Applies this detector's pixel limit; raises an ``ImageError`` naming the input:
         ``name`` if given (an upload's file name, a video frame), else its path or ``<bytes #index>``.
         """
-        rgb = load_rgb(image, name=name or describe_source(image, index), max_pixels=self.max_pixels,
-                       draft=self.draft_size)
+        rgb, box = load_rgb_scaled(image, name=name or describe_source(image, index), max_pixels=self.max_pixels,
+                                   draft=self.draft_size)
         try:
-            resized = resize(rgb, self.bundle.preprocess)
+            resized = resize(rgb, self.bundle.preprocess, box)
         finally:
             if rgb is not image:  # ours, not the caller's: free the full-size pixels before the float math
                 rgb.close()

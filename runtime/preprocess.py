@@ -132,11 +132,15 @@ def draft_size(config: PreprocessConfig, factor: int = FAST_DECODE_FACTOR) -> tu
     return factor * config.width, factor * config.height
 
 
-def resize(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
-    """HWC uint8; PIL takes ``(width, height)``, the config stores height first."""
+def resize(image: Image.Image, config: PreprocessConfig,
+           box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """HWC uint8; PIL takes ``(width, height)``, the config stores height first.
+
+    ``box``: the region of ``image`` to resize (from ``images.load_rgb_scaled``); None, all of it.
+    """
     if config.do_resize:
         image = image.resize((config.width, config.height), resample=Image.Resampling(config.resample),
-                             reducing_gap=None)
+                             box=box, reducing_gap=None)
     array = np.asarray(image)
     return array if array.ndim == 3 else array[:, :, None]
 
