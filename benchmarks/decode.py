@@ -119,10 +119,11 @@ def _large_jpeg(image: Image.Image, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
-def image_sets(images_dir: Path | None, seed: int = 0) -> dict[str, dict[str, bytes]]:
+def image_sets(images_dir: Path | None, shipped_limit: int | None = None, seed: int = 0) -> dict[str, dict[str, bytes]]:
     """Group name -> {image name: encoded file}: shipped photos and ``images_dir``, as large JPEGs and as they are."""
     rng = np.random.default_rng(seed)
-    shipped = {name: path for name in PHOTOS if (path := photo_path(name)) is not None}
+    installed = {name: path for name in PHOTOS if (path := photo_path(name)) is not None}
+    shipped = dict(list(installed.items())[:shipped_limit])
     given = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in image_suffixes()) if images_dir else []
     sets: dict[str, dict[str, bytes]] = {"shipped photos, large JPEG": {}}
     for name, path in shipped.items():
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="", help="comma-separated variants to score for |dP| (default: none; "
                                                        "use real weights only)")
     parser.add_argument("--images", type=Path, default=None, help="a folder of more images for the fidelity part")
+    parser.add_argument("--shipped", type=int, default=None, metavar="N",
+                        help="use only the first N shipped photos (default: all installed)")
     parser.add_argument("--factors", default="1,2", help="draft factors to compare (default: 1,2)")
     parser.add_argument("--runs", type=int, default=9, help="timed rounds for speed (default: 9)")
     parser.add_argument("--rss-runs", type=int, default=3, help="predict processes per mode for peak RSS (default: 3)")
@@ -229,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             log("peak RSS: deepfake-edge predict processes")
             result["peak_rss_mb"] = peak_rss(args.bundle, jpeg, variants[0] if variants else None, args.rss_runs)
     if not args.no_fidelity:
-        result["fidelity"] = fidelity(first, detectors if variants else {}, image_sets(args.images), factors, log)
+        sets = image_sets(args.images, args.shipped)
+        result["fidelity"] = fidelity(first, detectors if variants else {}, sets, factors, log)
     print(render(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
