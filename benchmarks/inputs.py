@@ -31,7 +31,7 @@ from deepfake_edge.export.sample_images import (
 from deepfake_edge.images import load_rgb
 from deepfake_edge.preprocess import preprocess
 
-__all__ = ["BenchInputs", "make_inputs", "write_jpeg"]
+__all__ = ["JPEG_QUALITY", "JPEG_SIZE", "BenchInputs", "make_inputs", "phone_photo", "write_jpeg"]
 
 JPEG_SIZE = (4000, 3000)  # 12 MP, 4:3 like most phone cameras
 JPEG_QUALITY = 90
@@ -46,6 +46,11 @@ class BenchInputs:
     description: dict[str, Any]
 
 
+def phone_photo(photo: Image.Image, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """``photo`` upscaled to ``size`` (width, height), with mild sensor-like noise."""
+    return with_sensor_noise(photo.resize(size, Image.Resampling.BICUBIC), rng)
+
+
 def _large_photo(size: tuple[int, int], seed: int) -> tuple[str, Image.Image]:
     rng = np.random.default_rng(seed)
     width, height = size
@@ -55,8 +60,7 @@ def _large_photo(size: tuple[int, int], seed: int) -> tuple[str, Image.Image]:
             with Image.open(path) as im:
                 photo = im.convert("RGB")
             package, rel = PHOTOS[name]
-            return (f"{package}/{rel}, upscaled to {width}x{height} with noise",
-                    with_sensor_noise(photo.resize(size, Image.Resampling.BICUBIC), rng))
+            return f"{package}/{rel}, upscaled to {width}x{height} with noise", phone_photo(photo, size, rng)
     origin = f"synthetic smooth noise, {width}x{height} (no shipped photo installed)"
     return origin, synthetic_image("smooth", size, rng)
 

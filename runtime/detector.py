@@ -11,10 +11,10 @@ import onnxruntime as ort
 
 from .bundle import CONFIG_NAME, PREPROCESSOR_NAME, Bundle
 from .errors import BundleMismatchError, ImageError, ModelOutputError, UnsupportedBundleError
-from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input, load_rgb
+from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input, load_rgb_scaled
 from .labels import decisions, softmax
 from .manifest import Variant
-from .preprocess import resize, to_model_input
+from .preprocess import draft_size, resize, to_model_input
 from .results import BatchError, Failure, Prediction
 from .session import INPUT_NAME, ORT_ERRORS, OUTPUT_NAME, create_session, release_freed_memory, run_logits
 from .variant_choice import AUTO, Choice, Machine, choose_variant
@@ -56,6 +56,7 @@ class Detector:
         threshold: float | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         choice: Choice | None = None,
+        fast_decode: bool = False,
     ) -> None:
         self.bundle = bundle
         self.variant_name = variant_name
@@ -64,6 +65,8 @@ class Detector:
         self.threshold = threshold if threshold is not None else bundle.manifest.decision.threshold
         self.max_pixels = max_pixels
         self.choice = choice  # why this variant, when it was chosen by variant="auto"
+        #: The smallest (width, height) a JPEG may be decoded at (None: exact decoding), see ``load_rgb_scaled``.
+        self.draft_size = draft_size(bundle.preprocess) if fast_decode else None
         self._check_io()
 
     @classmethod
@@ -77,6 +80,7 @@ class Detector:
         verify: bool = True,
         threshold: float | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        fast_decode: bool = False,
     ) -> Detector:
         """Open ``bundle_dir`` and create a session for ``variant`` (the manifest's default if None).
 
@@ -85,6 +89,9 @@ class Detector:
         ``verify`` checks the model file's sha256 against the manifest.
         ``threshold`` overrides the bundle's decision threshold on P(positive label).
         ``max_pixels`` refuses larger images before decoding (None disables the check).
+        ``fast_decode`` decodes large JPEGs at a reduced DCT scale (``PIL.Image.draft``), no smaller
+        than ``FAST_DECODE_FACTOR`` times the model input: faster and lighter on huge photos, but the
+        tensor is no longer bit-exact with transformers' preprocessing. Other formats are unaffected.
         """
         bundle = Bundle.open(bundle_dir)
         choice = choose_variant(bundle.manifest, Machine.detect(providers)) if variant == AUTO else None
@@ -93,7 +100,8 @@ class Detector:
         name, spec = bundle.variant(variant)
         session = create_session(bundle.model_path(spec, verify=verify), threads=threads, providers=providers,
                                  backend=spec.backend, backend_options=spec.backend_options)
-        return cls(bundle, name, spec, session, threshold=threshold, max_pixels=max_pixels, choice=choice)
+        return cls(bundle, name, spec, session, threshold=threshold, max_pixels=max_pixels, choice=choice,
+                   fast_decode=fast_decode)
 
     # -- properties -------------------------------------------------------
     @property
@@ -161,14 +169,16 @@ class Detector:
 
     # -- the pipeline: decode -> logits -> results ------------------------------
     def decode(self, image: ImageInput, index: int = 0, *, name: str | None = None) -> np.ndarray:
-        """One input -> the float32 CHW tensor the model receives (RGB, bit-exact preprocessing).
+        """One input -> the float32 CHW tensor the model receives (RGB, bit-exact preprocessing
+        unless this detector was loaded with ``fast_decode``).
 
         Applies this detector's pixel limit; raises an ``ImageError`` naming the input:
         ``name`` if given (an upload's file name, a video frame), else its path or ``<bytes #index>``.
         """
-        rgb = load_rgb(image, name=name or describe_source(image, index), max_pixels=self.max_pixels)
+        rgb, box = load_rgb_scaled(image, name=name or describe_source(image, index), max_pixels=self.max_pixels,
+                                   draft=self.draft_size)
         try:
-            resized = resize(rgb, self.bundle.preprocess)
+            resized = resize(rgb, self.bundle.preprocess, box)
         finally:
             if rgb is not image:  # ours, not the caller's: free the full-size pixels before the float math
                 rgb.close()

@@ -22,9 +22,12 @@ from PIL import Image, UnidentifiedImageError
 from .errors import ImageDecodeError, ImageError, ImageReadError, ImageTooLargeError, UnsupportedInputError
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "REFUSED_FORMATS", "ImageInput", "describe_source", "is_single_input", "load_rgb", "to_rgb",
+    "DEFAULT_MAX_PIXELS", "REFUSED_FORMATS", "Box", "ImageInput", "Size", "describe_source", "is_single_input",
+    "load_rgb", "load_rgb_scaled", "to_rgb",
 ]
 
+Size = tuple[int, int]  # (width, height), as PIL takes it
+Box = tuple[float, float, float, float]  # (left, upper, right, lower), as Image.resize takes it
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray]
 
 #: Images declaring more pixels than this are refused before any pixel is decoded.
@@ -120,8 +123,10 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None
         )
 
 
-def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
+def _decode(fp: IO[bytes], name: str, max_pixels: int | None, draft: Size | None) -> tuple[Image.Image, Box | None]:
     """Open, check the declared size, then decode the first frame and convert it.
+
+    ``draft``: see :func:`load_rgb_scaled`; the limit is checked on the declared size first.
 
     No ``warnings.catch_warnings`` here: it swaps process-global state and is not
     thread-safe (``Detector`` is). PIL's warnings therefore follow the host's
@@ -136,6 +141,7 @@ def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
         image = _open(fp)
         _check_pixels(image, name, max_pixels)
         image.seek(0)  # animated formats: always the first frame
+        box = _draft(image, draft) if draft is not None else None
         image.load()
     except ImageError:
         raise  # our own checks above (ImageError refines ValueError, listed below)
@@ -153,7 +159,23 @@ def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
         raise ImageTooLargeError(name, f"not enough memory to decode it ({exc or 'MemoryError'})") from exc
     except _DECODER_FAILURES as exc:
         raise ImageDecodeError(name, f"corrupt or truncated image data ({type(exc).__name__}: {exc})") from exc
-    return _rgb(image, name)
+    return _rgb(image, name), box
+
+
+def _draft(image: Image.Image, size: Size) -> Box | None:
+    """Make a JPEG decode at the smallest of 1/2, 1/4, 1/8 scale that stays >= ``size``; its box, or None.
+
+    An image less than twice ``size`` in either dimension is left alone (draft would pick 1/1), so
+    it decodes exactly as without a draft.
+    """
+    if image.format not in _DRAFT_FORMATS or image.width < 2 * size[0] or image.height < 2 * size[1]:
+        return None
+    reduced = image.draft(None, size)  # mode None: only the size changes; mode conversion stays _rgb's
+    return reduced[1] if reduced is not None else None
+
+
+# The formats whose PIL plugin implements Image.draft (an MPO is a JPEG with more frames).
+_DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
 
 
 @lru_cache(maxsize=1)
@@ -259,6 +281,23 @@ def load_rgb(
 
     Paths we open are closed again; caller-owned file objects are left open.
     """
+    return load_rgb_scaled(source, name=name, max_pixels=max_pixels, draft=None)[0]
+
+
+def load_rgb_scaled(
+    source: ImageInput, *, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    draft: Size | None = None,
+) -> tuple[Image.Image, Box | None]:
+    """:func:`load_rgb`, but a large JPEG may be decoded at a reduced scale; also returns where the image lies.
+
+    With ``draft=(width, height)``, a JPEG read from a path, bytes or a stream that is at least twice
+    that size is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (``Image.draft``, DCT scaling), the
+    smallest that stays at least ``draft``: far less work and memory, but not the exact pixels.
+    The box is the region the full image covers in the reduced one (its last block row and column
+    may be partial), to be passed to ``Image.resize(box=...)`` as ``Image.thumbnail`` does; it is
+    None whenever the image was decoded at full size: other formats, smaller JPEGs, PIL images,
+    arrays, and ``draft=None``.
+    """
     name = name if name is not None else describe_source(source)
     if isinstance(source, Image.Image):
         # A caller's Image.open() result is still undecoded: the limit guards it too.
@@ -269,16 +308,16 @@ def load_rgb(
             raise ImageTooLargeError(name, f"not enough memory to decode it ({exc or 'MemoryError'})") from exc
         except _DECODER_FAILURES as exc:
             raise ImageDecodeError(name, f"PIL image could not be loaded ({type(exc).__name__}: {exc})") from exc
-        return _rgb(source, name)
+        return _rgb(source, name), None
     if isinstance(source, np.ndarray):
-        return _from_array(source, name)
+        return _from_array(source, name), None
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageDecodeError(name, "empty input (0 bytes)")
-        return _decode(io.BytesIO(bytes(source)), name, max_pixels)
+        return _decode(io.BytesIO(bytes(source)), name, max_pixels, draft)
     if isinstance(source, (str, os.PathLike)):
         with ExitStack() as stack:
-            return _decode(_open_regular_file(source, name, stack), name, max_pixels)
+            return _decode(_open_regular_file(source, name, stack), name, max_pixels, draft)
     if hasattr(source, "read"):
         if isinstance(source, io.TextIOBase):
             raise UnsupportedInputError(name, "file object is open in text mode; open it with 'rb'")
@@ -290,7 +329,7 @@ def load_rgb(
             raise
         except (OSError, ValueError) as exc:
             raise ImageReadError(name, f"cannot read stream ({exc})") from exc
-        return _decode(fp, name, max_pixels)
+        return _decode(fp, name, max_pixels, draft)
     raise UnsupportedInputError(
         name, f"expected a path, bytes, binary file, PIL image or uint8 numpy array, got {type(source).__name__}"
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deepfake_edge.export.sample_images import synthetic_image
+from deepfake_edge.export.sample_images import synthetic_image, with_sensor_noise
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -69,3 +69,15 @@ def animated_gif() -> tuple[bytes, Image.Image]:
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     return buf.getvalue(), frames[0]
+
+
+def phone_jpeg(photo: Path, size: tuple[int, int] = (4000, 3000), mode: str = "RGB", exif: Image.Exif | None = None,
+               quality: int = 90) -> bytes:
+    """A real photo upscaled to phone-camera size with mild sensor noise, saved as a JPEG in ``mode``."""
+    with Image.open(photo) as im:
+        rgb = im.convert("RGB")
+    large = with_sensor_noise(rgb.resize(size, Image.Resampling.BICUBIC), np.random.default_rng(0))
+    kwargs: dict[str, object] = {"quality": quality}
+    if exif is not None:
+        kwargs["exif"] = exif
+    return _encode(large.convert(mode), "JPEG", **kwargs)

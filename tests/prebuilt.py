@@ -29,6 +29,7 @@ RUNTIME_TESTS = [
     "test_concurrency.py",
     "test_corpus.py",
     "test_detector.py",
+    "test_fast_decode.py",
     "test_import_boundary.py",
     "test_preprocess.py",
 ]

@@ -72,7 +72,8 @@ def _read_uri(uri: str) -> bytes:
 class _Classifier:
     """The actor: one ``Detector`` per actor, intra-op threads = the actor's CPUs, inter-op 1."""
 
-    def __init__(self, payload: list[Any], threads: int, threshold: float | None, max_pixels: int | None) -> None:
+    def __init__(self, payload: list[Any], threads: int, threshold: float | None, max_pixels: int | None,
+                 fast_decode: bool = False) -> None:
         import ray
 
         # The payload arrives wrapped in a list so Ray hands over the reference, not the
@@ -80,7 +81,7 @@ class _Classifier:
         shipped: BundlePayload = ray.get(payload[0])
         folder = materialise(shipped)
         self.detector = Detector.load(folder, shipped.variant, threads=threads, verify=True,
-                                      threshold=threshold, max_pixels=max_pixels)
+                                      threshold=threshold, max_pixels=max_pixels, fast_decode=fast_decode)
         self.schema = result_schema(self.detector.labels)
         self.model_sha256 = self.detector.variant.sha256
         self.node_folder = str(folder)
@@ -132,6 +133,7 @@ def classify_dataset(
     cpus_per_actor: int = 1,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    fast_decode: bool = False,
 ) -> ray.data.Dataset:
     """Add the result columns to ``ds``: one output row per input row (lazy, like every Ray Dataset).
 
@@ -143,7 +145,7 @@ def classify_dataset(
     as many as the cluster's CPUs allow at ``cpus_per_actor`` each, leaving
     one CPU for the tasks that read ``ds``; each actor reserves
     ``cpus_per_actor`` CPUs and runs onnxruntime with that many intra-op
-    threads (inter-op 1), so actors never oversubscribe a node.
+    threads (inter-op 1), so actors never oversubscribe a node. ``fast_decode``: see ``Detector.load``.
     """
     import ray
 
@@ -161,7 +163,7 @@ def classify_dataset(
         batch_format="pyarrow",
         batch_size=batch_size,
         fn_constructor_kwargs={"payload": [ray.put(payload)], "threads": cpus_per_actor,
-                               "threshold": threshold, "max_pixels": max_pixels},
+                               "threshold": threshold, "max_pixels": max_pixels, "fast_decode": fast_decode},
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=cpus_per_actor,
         udf_modifying_row_count=False,

@@ -55,6 +55,7 @@ def run_job(
     batch_size: int = DEFAULT_BATCH_SIZE,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    fast_decode: bool = False,
     log: Callable[[str], None] = print,
 ) -> JobSummary:
     """Classify every input named by ``sources`` into Parquet part files in ``out``.
@@ -86,7 +87,8 @@ def run_job(
         rows = max(batch_size, math.ceil(len(todo) / _TARGET_BLOCKS / batch_size) * batch_size)
         ds = ray.data.from_arrow([pa.table({"path": todo[i:i + rows]}) for i in range(0, len(todo), rows)])
         results = classify_dataset(ds, Path(bundle), variant=variant, threshold=threshold, actors=actors,
-                                   cpus_per_actor=cpus_per_actor, batch_size=batch_size, max_pixels=max_pixels)
+                                   cpus_per_actor=cpus_per_actor, batch_size=batch_size, max_pixels=max_pixels,
+                                   fast_decode=fast_decode)
         stats = folder.write_stream(results.iter_batches(batch_size=None, batch_format="pyarrow"),
                                     rows_per_file=rows_per_file)
     return JobSummary(inputs=len(paths), skipped=skipped, rows=stats.rows, errors=stats.errors,

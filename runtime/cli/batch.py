@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_job(args.bundle, args.sources, args.out, resume=args.resume, address=args.address,
                           variant=args.variant, threshold=args.threshold, actors=args.actors,
                           cpus_per_actor=args.cpus_per_actor, batch_size=args.batch_size,
-                          rows_per_file=args.rows_per_file, max_pixels=args.max_pixels,
+                          rows_per_file=args.rows_per_file, max_pixels=args.max_pixels, fast_decode=args.fast_decode,
                           log=lambda message: print(f"deepfake-edge batch: {message}", file=sys.stderr))
     except (FileExistsError, ImageError) as exc:  # --out not empty, or a SOURCE that names nothing
         print(f"deepfake-edge batch: {exc}", file=sys.stderr)

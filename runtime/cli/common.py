@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..images import DEFAULT_MAX_PIXELS
+from ..preprocess import FAST_DECODE_FACTOR
 
 if TYPE_CHECKING:
     from ..detector import Detector
 
 __all__ = [
     "EXIT_BUNDLE", "EXIT_INPUT_FAILED", "EXIT_INTERRUPTED", "EXIT_MISSING_EXTRA", "EXIT_OK", "EXIT_USAGE",
-    "add_bundle_argument", "add_detector_options", "count", "load_detector", "names", "non_negative_float", "port",
-    "positive_float",
-    "positive_int", "probability",
+    "add_bundle_argument", "add_detector_options", "add_fast_decode_option", "count", "load_detector", "names",
+    "non_negative_float", "port", "positive_float", "positive_int", "probability",
 ]
 
 EXIT_OK = 0
@@ -93,7 +93,7 @@ def add_bundle_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_detector_options(parser: argparse.ArgumentParser, *, threshold: bool = True, max_pixels: bool = True,
                          threads: bool = True, verify: bool = True) -> None:
-    """--variant, [--threads], [--threshold], [--max-pixels], [--no-verify]: how a bundle is loaded."""
+    """--variant, [--threads], [--threshold], [--max-pixels], [--no-verify], --fast-decode: how a bundle is loaded."""
     parser.add_argument(
         "--variant", default="auto",
         help="bundle variant, or 'auto' (default): the fastest variant that passed the export's fidelity gate, "
@@ -114,6 +114,18 @@ def add_detector_options(parser: argparse.ArgumentParser, *, threshold: bool = T
                             help=f"refuse images declaring more pixels (default: {DEFAULT_MAX_PIXELS:,})")
     if verify:
         parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model file")
+    add_fast_decode_option(parser)
+
+
+def add_fast_decode_option(parser: argparse.ArgumentParser) -> None:
+    """--fast-decode (part of :func:`add_detector_options`; alone for commands that load bundles their own way)."""
+    parser.add_argument(
+        "--fast-decode", action="store_true",
+        help=f"decode large JPEGs at 1/2, 1/4 or 1/8 scale, never below {FAST_DECODE_FACTOR}x the model input: "
+             "faster and lighter on phone photos, but the model input is no longer bit-exact with transformers' "
+             "preprocessing and P(fake) can move slightly (README: 'Fast JPEG decoding'); other formats, "
+             "and JPEGs too small to reduce, are decoded exactly",
+    )
 
 
 def load_detector(args: argparse.Namespace) -> Detector:
@@ -122,7 +134,7 @@ def load_detector(args: argparse.Namespace) -> Detector:
 
     detector = Detector.load(args.bundle, args.variant, threads=args.threads, verify=not args.no_verify,
                              threshold=getattr(args, "threshold", None),
-                             max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))
+                             max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS), fast_decode=args.fast_decode)
     if detector.choice is not None:
         print(f"deepfake-edge: variant {detector.choice.variant} ({detector.choice.reason})", file=sys.stderr)
     return detector

@@ -7,7 +7,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, add_bundle_argument, count, names, positive_int, probability
+from .common import (
+    EXIT_INPUT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_bundle_argument,
+    add_fast_decode_option,
+    count,
+    names,
+    positive_int,
+    probability,
+)
 
 if TYPE_CHECKING:
     from ..evaluate import Evaluation
@@ -61,6 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="list at most N images per listing on the terminal, -1 for all (default: 20)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw roc.png")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model files")
+    add_fast_decode_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -140,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         ev = evaluate_bundle(
             args.bundle, args.data_dir, variants=args.variants, target_fpr=args.target_fpr,
             batch_size=args.batch_size, threads=args.threads, verify=not args.no_verify,
-            max_pixels=args.max_pixels, show_progress=not args.no_progress,
+            max_pixels=args.max_pixels, fast_decode=args.fast_decode, show_progress=not args.no_progress,
         )
     except DatasetError as exc:
         _note(str(exc))

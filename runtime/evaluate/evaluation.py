@@ -215,6 +215,7 @@ def evaluate_bundle(
     threads: int | None = None,
     verify: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    fast_decode: bool = False,
     show_progress: bool = True,
 ) -> Evaluation:
     """Evaluate ``variants`` of a bundle (default: all, fp32 first) on a labelled folder.
@@ -222,12 +223,13 @@ def evaluate_bundle(
     ``data_dir`` has one sub-folder per label (see :mod:`.dataset`). Raises
     ``BundleError`` for an unusable bundle or unknown variant, ``DatasetError``
     for a bad folder. Unreadable images are recorded in ``scored.failures``.
+    ``fast_decode``: see ``Detector.load`` (every variant gets the same, fast-decoded, tensor).
     """
     if not 0.0 <= target_fpr <= 1.0:
         raise ValueError(f"target_fpr must be within [0, 1], got {target_fpr}")
     bundle_dir = Path(bundle_dir)
     first = Detector.load(bundle_dir, variants[0] if variants else None, threads=threads, verify=verify,
-                          max_pixels=max_pixels)
+                          max_pixels=max_pixels, fast_decode=fast_decode)
     manifest = first.bundle.manifest
     dataset = scan_labelled_folder(data_dir, first.labels)  # before loading more models: fail fast
     if not variants:
@@ -235,7 +237,7 @@ def evaluate_bundle(
     detectors: dict[str, Detector] = {}
     for name in dict.fromkeys(variants):  # de-duplicated, order kept
         detectors[name] = first if name == first.variant_name else Detector.load(
-            bundle_dir, name, threads=threads, verify=verify, max_pixels=max_pixels
+            bundle_dir, name, threads=threads, verify=verify, max_pixels=max_pixels, fast_decode=fast_decode
         )
     scored = score_images(detectors, dataset.images, batch_size=batch_size, show_progress=show_progress)
     return evaluate_scores(
