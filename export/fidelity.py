@@ -32,6 +32,13 @@ def run_per_image(model: Path, pixel_values: np.ndarray, *, backend: str = "onnx
     return run_logits(session, pixel_values, per_image=True)
 
 
+def spread_indices(count: int, size: int | None) -> np.ndarray:
+    """``size`` indices spread evenly over ``range(count)`` (all of them when ``size`` is None or too large)."""
+    if size is None or size >= count:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, max(size, 1)).round().astype(int))
+
+
 def compare(
     reference_logits: np.ndarray,
     candidate_logits: np.ndarray,
@@ -111,16 +118,22 @@ def file_fidelity(path: Path, ctx: BuildContext, *, backend: str = "onnxruntime"
                   backend_options: dict[str, str] | None = None) -> dict[str, Any]:
     """Fidelity of the model at ``path`` vs fp32 on ``ctx.calibration``, one image per run."""
     logits = run_per_image(path, ctx.calibration, backend=backend, backend_options=backend_options)
-    return compare(ctx.calibration_reference, logits, ctx.calibration_names, ctx.labels, ctx.positive)
+    return compare(ctx.stats.reference, logits, ctx.calibration_names, ctx.labels, ctx.positive)
 
 
-def calibration_fidelity(model: onnx.ModelProto, ctx: BuildContext, *, backend: str = "onnxruntime",
-                         backend_options: dict[str, str] | None = None) -> dict[str, Any]:
-    """Like :func:`file_fidelity`, for a model still in memory."""
+def calibration_logits(model: onnx.ModelProto, ctx: BuildContext, indices: np.ndarray, *,
+                       backend: str = "onnxruntime", backend_options: dict[str, str] | None = None) -> np.ndarray:
+    """Logits of a model still in memory on the calibration images ``indices``, one image per run."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "candidate.onnx"
         onnx.save(model, path)
-        return file_fidelity(path, ctx, backend=backend, backend_options=backend_options)
+        return run_per_image(path, ctx.calibration[indices], backend=backend, backend_options=backend_options)
+
+
+def calibration_fidelity(model: onnx.ModelProto, ctx: BuildContext) -> dict[str, Any]:
+    """Fidelity of an onnxruntime model still in memory vs fp32 on all calibration images."""
+    logits = calibration_logits(model, ctx, np.arange(len(ctx.calibration)))
+    return compare(ctx.stats.reference, logits, ctx.calibration_names, ctx.labels, ctx.positive)
 
 
 def budget_score(fidelity: dict[str, Any], budget: FidelityBudget) -> float:

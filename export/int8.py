@@ -40,12 +40,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from .fidelity import budget_score, calibration_fidelity, summary
+from .fidelity import budget_score, calibration_fidelity, calibration_logits, summary
 from .fusions import fuse_graph
 from .quantize import dequantized_weights, quantizable_matmuls, quantize_per_token
 from .tuning import (
     DEFAULT_ALPHA,
-    activation_ranges,
     local_errors,
     smooth_layernorms,
     tune_weights,
@@ -59,16 +58,18 @@ OPENVINO = "openvino"
 OPENVINO_OPTIONS: dict[str, str] = {"INFERENCE_PRECISION_HINT": "bf16", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "64"}
 
 
-def untuned_int8(fp32: onnx.ModelProto, calibration: np.ndarray, num_heads: int, hidden_size: int, *,
+def untuned_int8(fp32: onnx.ModelProto, calibration: np.ndarray | dict[str, np.ndarray], num_heads: int,
+                 hidden_size: int, *,
                  fuse: bool = True, exclude: Sequence[str] = ()) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The ``int8`` graph without the calibration-driven search, and its manifest record.
 
     Alpha 0.5 and round-to-nearest weights: the same ops as the tuned graph,
     so the same speed. ``fuse=False`` and ``exclude`` (MatMul names kept fp32)
     let the latency benchmark time what the fusions and the mixed precision cost.
+    ``calibration``: NCHW images, or the LayerNorm ranges of :class:`~.calibration.CalibrationStats`.
     """
     fused, fusions = fuse_graph(fp32, num_heads, hidden_size) if fuse else (fp32, {})
-    smoothed = smooth_layernorms(fused, activation_ranges(fused, calibration), alpha=DEFAULT_ALPHA)[0]
+    smoothed = smooth_layernorms(fused, calibration, alpha=DEFAULT_ALPHA)[0]
     model, quantized = quantize_per_token(smoothed, exclude=exclude)
     return model, {**fusions, "smoothing_alpha": DEFAULT_ALPHA, "weight_rounding": "nearest",
                    "quantized_matmuls": len(quantized), "excluded_nodes": list(exclude), "tune": False}
@@ -81,17 +82,16 @@ def _log_fusions(ctx: BuildContext, fusions: dict[str, Any]) -> None:
 
 def build_int8(ctx: BuildContext) -> dict[str, Any]:
     if not ctx.tune:
-        model, record = untuned_int8(onnx.load(ctx.fp32), ctx.calibration, ctx.num_heads, ctx.hidden_size)
+        model, record = untuned_int8(onnx.load(ctx.fp32), ctx.stats.ranges, ctx.num_heads, ctx.hidden_size)
         _log_fusions(ctx, record)
         onnx.save(model, ctx.out)
         return record
     fused, fusions = fuse_graph(onnx.load(ctx.fp32), ctx.num_heads, ctx.hidden_size)
     _log_fusions(ctx, fusions)
-    ranges = activation_ranges(fused, ctx.calibration)
 
     # 2-3. alpha, then GPTQ rounding, chosen on the calibration images
-    tuned = tune_weights(fused, ranges, ctx, lambda model, weights: quantize_per_token(model, weights=weights)[0],
-                         lambda model: calibration_fidelity(model, ctx))
+    tuned = tune_weights(fused, ctx, lambda model, weights: quantize_per_token(model, weights=weights)[0],
+                         lambda model, indices: calibration_logits(model, ctx, indices))
     smoothed, weights, fidelity, score = tuned.smoothed, tuned.weights, tuned.fidelity, tuned.score
     nodes = quantizable_matmuls(smoothed)
 
@@ -125,6 +125,7 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
         "smoothing_alpha": tuned.alpha,
         "smoothing_search": tuned.tried,
         "weight_rounding": "gptq" if weights else "nearest",
+        "effort": ctx.effort.name,
         "quantized_matmuls": len(quantized),
         "excluded_nodes": excluded,
         "calibration_images": len(ctx.calibration_names),
@@ -136,15 +137,15 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
 
 def build_int8_openvino(ctx: BuildContext) -> dict[str, Any]:
     fp32 = onnx.load(ctx.fp32)  # export_bundle checked that OpenVINO is installed
-    ranges = activation_ranges(fp32, ctx.calibration)
     if not ctx.tune:
-        model, count = dequantized_weights(smooth_layernorms(fp32, ranges, alpha=DEFAULT_ALPHA)[0])
+        model, count = dequantized_weights(smooth_layernorms(fp32, ctx.stats.ranges, alpha=DEFAULT_ALPHA)[0])
         onnx.save(model, ctx.out)
         return {"smoothing_alpha": DEFAULT_ALPHA, "weight_rounding": "nearest", "quantized_matmuls": count,
                 "tune": False}
     tuned = tune_weights(
-        fp32, ranges, ctx, lambda model, weights: dequantized_weights(model, weights)[0],
-        lambda model: calibration_fidelity(model, ctx, backend=OPENVINO, backend_options=OPENVINO_OPTIONS),
+        fp32, ctx, lambda model, weights: dequantized_weights(model, weights)[0],
+        lambda model, indices: calibration_logits(model, ctx, indices, backend=OPENVINO,
+                                                  backend_options=OPENVINO_OPTIONS),
     )
     model, count = dequantized_weights(tuned.smoothed, tuned.weights)
     onnx.save(model, ctx.out)
@@ -152,6 +153,7 @@ def build_int8_openvino(ctx: BuildContext) -> dict[str, Any]:
         "smoothing_alpha": tuned.alpha,
         "smoothing_search": tuned.tried,
         "weight_rounding": "gptq" if tuned.weights else "nearest",
+        "effort": ctx.effort.name,
         "quantized_matmuls": count,
         "calibration_images": len(ctx.calibration_names),
         "calibration_fidelity": tuned.fidelity,

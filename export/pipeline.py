@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from deepfake_edge.bundle import CONFIG_NAME, PREPROCESSOR_NAME
 from deepfake_edge.labels import read_labels
@@ -26,9 +27,11 @@ from .bundle_writer import (
     variant_entry,
     write_manifest,
 )
+from .calibration import collect_statistics
+from .effort import DEFAULT_EFFORT, EFFORTS
 from .errors import ExportError
 from .fidelity import FidelityBudget, compare, enforce, file_fidelity, run_per_image
-from .onnx_export import DEFAULT_ATOL, export_fp32, load_checkpoint, validate_export
+from .onnx_export import DEFAULT_ATOL, DEFAULT_TORCH_IMAGES, export_fp32, load_checkpoint, validate_export
 from .recipes import DEFAULT_VARIANT, DEFAULT_VARIANTS, RECIPES, BuildContext
 from .sample_images import (
     NamedImage,
@@ -36,6 +39,7 @@ from .sample_images import (
     heldout_images,
     load_directory,
 )
+from .tuning import TuningMemo
 
 # The FIT photos, their fixed variants and random crops (84 images): crops add the
 # less confident views that expose quantization error (measured: held-out max |dP|
@@ -86,8 +90,10 @@ def export_bundle(
     budget: FidelityBudget | None = None,
     strict: bool = False,
     tune: bool = True,
+    effort: str = DEFAULT_EFFORT,
     keep_fp32: int = 0,
     atol: float = DEFAULT_ATOL,
+    torch_images: int | None = DEFAULT_TORCH_IMAGES,
     overwrite: bool = False,
     log: Log = _stderr,
 ) -> Manifest:
@@ -100,9 +106,13 @@ def export_bundle(
     reported on the held-out validation images. A gated recipe that misses
     ``budget`` on the calibration images is reported loudly, or raises
     ``FidelityBudgetError`` when ``strict``. ``tune=False`` skips the
-    calibration-driven search (same graphs and speed, lower fidelity; no budget check).
+    calibration-driven search (same graphs and speed, lower fidelity; no budget check);
+    ``effort`` (a key of ``EFFORTS``) sets how hard it searches. fp32 parity with torch
+    is checked on ``torch_images`` of the validation images (None: all of them).
     """
     budget = budget or FidelityBudget()
+    if effort not in EFFORTS:
+        raise ExportError(f"unknown effort {effort!r}; available: {', '.join(EFFORTS)}")
     unknown = [v for v in variants if v not in RECIPES]
     if unknown:
         raise ExportError(f"unknown variants {unknown}; available: {sorted(RECIPES)}")
@@ -124,9 +134,10 @@ def export_bundle(
             checkpoint = load_checkpoint(model, revision=revision)
         with _step(log, "exporting fp32 ONNX with Optimum"):
             fp32 = export_fp32(checkpoint, stage)
-        with _step(log, f"validating fp32 ONNX against torch on {len(images)} images"):
+        torch_count = len(images) if torch_images is None else min(torch_images, len(images))
+        with _step(log, f"validating fp32 ONNX on {len(images)} images (against torch on {torch_count})"):
             validation, pixel_values, reference = validate_export(checkpoint, fp32, stage / PREPROCESSOR_NAME, images,
-                                                                  atol=atol)
+                                                                  atol=atol, torch_images=torch_images)
         log(
             f"   preprocessing max |diff| vs transformers: {validation['preprocess_max_abs_diff']:g}; "
             f"fp32 logits max |diff| vs torch: {validation['fp32_vs_torch_max_abs_logit_diff']:.2e}"
@@ -138,19 +149,20 @@ def export_bundle(
         labels = read_labels(stage / CONFIG_NAME)
         positive = "fake" if "fake" in labels else None
         names_seen = [item.name for item in images]
-        with _step(log, f"running the fp32 reference on {len(calibration)} calibration images"):
+        with _step(log, f"running fp32 on {len(calibration)} calibration images (logits and activation statistics)"):
             config = PreprocessConfig.from_file(stage / PREPROCESSOR_NAME)
             calib_values = np.stack([preprocess(item.image, config) for item in calibration])
-            calib_reference = run_per_image(fp32, calib_values)
+            stats = collect_statistics(onnx.load(fp32), calib_values, hessians=tune, show_progress=True)
+        memo = TuningMemo()
         entries = {"fp32": variant_entry(stage, RECIPES["fp32"], {}, None)}
         budget_report: dict[str, dict[str, object]] = {}
         for name in names[1:]:
             recipe = RECIPES[name]
             ctx = BuildContext(
                 fp32=fp32, out=stage / recipe.file, calibration=calib_values,
-                calibration_names=[item.name for item in calibration], calibration_reference=calib_reference,
+                calibration_names=[item.name for item in calibration], stats=stats,
                 labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size, budget=budget,
-                tune=tune, keep_fp32=keep_fp32, log=log,
+                tune=tune, effort=EFFORTS[effort], memo=memo, keep_fp32=keep_fp32, log=log,
             )
             with _step(log, f"building {name}"):
                 built = recipe.build(ctx)

@@ -34,11 +34,13 @@ import onnx
 from deepfake_edge.extras import importable
 from deepfake_edge.session import INPUT_NAME
 
+from .calibration import CalibrationStats
+from .effort import DEFAULT_EFFORT, EFFORTS, Effort
 from .fidelity import FidelityBudget
 from .fusions import fuse_graph
 from .int8 import OPENVINO, OPENVINO_OPTIONS, build_int8, build_int8_openvino
 from .quantize import quantizable_matmuls
-from .tuning import smooth_layernorms
+from .tuning import TuningMemo, smooth_layernorms
 
 STATIC_ALPHA = 0.5
 INT4_BLOCK_SIZE = 32
@@ -55,13 +57,15 @@ class BuildContext:
     out: Path                        # where the recipe writes its model
     calibration: np.ndarray          # NCHW float32, images recipes may tune on (never the held-out set)
     calibration_names: list[str]
-    calibration_reference: np.ndarray  # fp32 logits on ``calibration``, one image per run
+    stats: CalibrationStats          # fp32 logits and activation statistics on ``calibration``
     labels: tuple[str, ...]
     positive: str | None
     num_heads: int
     hidden_size: int
     budget: FidelityBudget = field(default_factory=FidelityBudget)
     tune: bool = True                # False: skip calibration-driven search (same graph and speed)
+    effort: Effort = EFFORTS[DEFAULT_EFFORT]  # how hard the search looks (when ``tune``)
+    memo: TuningMemo = field(default_factory=TuningMemo)  # shared by the recipes of one export
     keep_fp32: int = 0               # int8: at least this many most-sensitive MatMuls stay fp32
     log: Callable[[str], None] = print
 
@@ -153,7 +157,7 @@ def build_static_int8(ctx: BuildContext) -> dict[str, Any]:
         quantize_static,
     )
 
-    model = smooth_layernorms(onnx.load(ctx.fp32), ctx.calibration, alpha=STATIC_ALPHA)[0]
+    model = smooth_layernorms(onnx.load(ctx.fp32), ctx.stats.ranges, alpha=STATIC_ALPHA)[0]
     # Attention's activation x activation MatMuls stay fp32 (the int8 recipe's finding: quantizing
     # them costs fidelity and saves nothing). The QDQ quantizer ignores MatMulConstBOnly, so they are
     # excluded by name; they then still match the attention fusion below.

@@ -2,9 +2,10 @@
 
 Each pass changes constants only (never which ops run), so the graph and its
 speed stay those of the untuned recipe; only fidelity moves.
-:func:`tune_weights` picks the smoothing alpha, then keeps GPTQ rounding only
-if it lowers the calibration score; :func:`local_errors` ranks the MatMuls
-for the int8 recipe's mixed-precision search.
+:func:`tune_weights` picks the smoothing alpha, then GPTQ-rounds the weights,
+searching as hard as the export's :class:`Effort` says; :func:`local_errors`
+ranks the MatMuls for the int8 recipe's mixed-precision search. The
+statistics all of this needs come from one fp32 pass (``calibration``).
 
 Smoothing (SmoothQuant, Xiao et al., 2023)
 ------------------------------------------
@@ -35,32 +36,45 @@ left after smoothing, which is why this step exists.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .fidelity import budget_score, summary
+from deepfake_edge.progress import progress
+
+from .calibration import CalibrationStats
+from .effort import DEFAULT_ALPHA
+from .fidelity import budget_score, compare, spread_indices, summary
 from .graph import capture_max_abs, iter_tensors
 from .quantize import quantizable_matmuls, quantize_weight
 
 if TYPE_CHECKING:
     from .recipes import BuildContext
 
-DEFAULT_ALPHA = 0.5
-ALPHAS: tuple[float, ...] = (0.5, 0.65, 0.8)
 _REPORTED = ("max_abs_dp", "mean_abs_dp", "boundary_max_abs_dp", "boundary_mean_abs_dp", "label_agreement")
 DAMP = 0.01  # fraction of mean(diag(H)) added to the diagonal for a stable inverse
-BLOCK = 128
-TOKENS_PER_IMAGE = 256  # a random subset keeps X^T X cheap on 1,024-token images
+# Rows rounded one by one before their error is pushed onto the rest of the weight with one GEMM.
+# Any size gives the same result (GPTQ's "lazy batch" updates); small ones keep the per-row numpy work small.
+BLOCK = 32
 
 Weights = Mapping[str, tuple[np.ndarray, np.ndarray]]
 Quantize = Callable[[onnx.ModelProto, "Weights | None"], onnx.ModelProto]
-Evaluate = Callable[[onnx.ModelProto], dict[str, Any]]
+# (candidate model, indices of calibration images) -> their logits
+Run = Callable[[onnx.ModelProto, np.ndarray], np.ndarray]
+
+
+@dataclass
+class TuningMemo:
+    """What one recipe's search leaves for the next (same smoothed weights -> same GPTQ result)."""
+
+    alpha: float | None = None
+    gptq: dict[bytes, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 # -- smoothing ---------------------------------------------------------------------------------
@@ -69,9 +83,10 @@ class SmoothedLayerNorm:
     name: str
     consumers: tuple[str, ...]
     max_scale: float
+    scale: np.ndarray = field(repr=False)  # what each input channel of the consumers was divided by
 
 
-def _smoothable(model: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, list[onnx.NodeProto]]]:
+def smoothable_layernorms(model: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, list[onnx.NodeProto]]]:
     """LayerNorm output name -> (LayerNorm node, its consumers), when every consumer is a constant-B MatMul."""
     matmuls = {node.name for node in quantizable_matmuls(model)}
     consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
@@ -91,25 +106,15 @@ def _smoothable(model: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, list[
     return out
 
 
-def activation_ranges(model: onnx.ModelProto, calibration: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel max |x| of every smoothable LayerNorm output, over ``calibration`` (NCHW).
-
-    Computed once and reused for every ``alpha`` tried: smoothing changes only
-    constants, and the scales depend on these ranges and the weights alone.
-    """
-    targets = _smoothable(model)
-    return capture_max_abs(model, list(targets), calibration) if targets else {}
-
-
 def smooth_layernorms(
     model: onnx.ModelProto, calibration: np.ndarray | dict[str, np.ndarray], *, alpha: float = DEFAULT_ALPHA
 ) -> tuple[onnx.ModelProto, list[SmoothedLayerNorm]]:
     """Return a copy of ``model`` with smoothing scales folded in.
 
-    ``calibration`` is NCHW images, or the result of :func:`activation_ranges`.
+    ``calibration`` is NCHW images, or per-channel ranges (``CalibrationStats.ranges``).
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    targets = _smoothable(model)
+    targets = smoothable_layernorms(model)
     if not targets:
         return model, []
     act_max = calibration if isinstance(calibration, dict) else capture_max_abs(model, list(targets), calibration)
@@ -151,36 +156,18 @@ def smooth_layernorms(
         for user, weight in zip(users, weights, strict=True):
             name = private(user, 1)
             inits[name].CopyFrom(numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), name))
-        done.append(SmoothedLayerNorm(ln.name, tuple(u.name for u in users), float(scale.max() / scale.min())))
+        done.append(SmoothedLayerNorm(ln.name, tuple(u.name for u in users), float(scale.max() / scale.min()), scale))
     return model, done
 
 
 # -- GPTQ --------------------------------------------------------------------------------------
-def input_hessians(model: onnx.ModelProto, nodes: list[onnx.NodeProto], calibration: np.ndarray,
-                   seed: int = 0) -> dict[str, np.ndarray]:
-    """``X^T X / n`` for the input of each MatMul (shared inputs are computed once)."""
-    rng = np.random.default_rng(seed)
-    inputs = sorted({n.input[0] for n in nodes})
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = defaultdict(int)
-    for values in iter_tensors(model, inputs, calibration):
-        for name, value in values.items():
-            x = value.reshape(-1, value.shape[-1])
-            if len(x) > TOKENS_PER_IMAGE:
-                x = x[rng.choice(len(x), TOKENS_PER_IMAGE, replace=False)]
-            x = x.astype(np.float32)
-            sums[name] = sums[name] + x.T @ x if name in sums else x.T @ x
-            counts[name] += len(x)
-    return {name: (sums[name] / counts[name]).astype(np.float64) for name in sums}
-
-
 def gptq_int8(weight: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quantize ``weight [K, N]`` (ONNX MatMul layout) to symmetric per-column int8 with GPTQ."""
     w = weight.astype(np.float64).copy()
     k = w.shape[0]
     scale = np.abs(weight).max(axis=0) / 127.0
     scale = np.where(scale == 0, 1.0, scale)
-    h = hessian.copy()
+    h = hessian.astype(np.float64).copy()
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     w[dead, :] = 0.0
@@ -190,30 +177,39 @@ def gptq_int8(weight: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.n
     q = np.zeros_like(w)
     for i1 in range(0, k, BLOCK):
         i2 = min(i1 + BLOCK, k)
-        block = w[i1:i2].copy()
-        errors = np.zeros_like(block)
+        errors = np.zeros((i2 - i1, w.shape[1]))
         hb = hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            row = block[i]
-            rounded = np.clip(np.rint(row / scale), -127, 127) * scale
-            q[i1 + i] = rounded
-            err = (row - rounded) / hb[i, i]
-            block[i:] -= np.outer(hb[i, i:], err)
-            errors[i] = err
+            # this row plus the error feedback of the block's earlier rows
+            row = w[i1 + i] - hb[:i, i] @ errors[:i]
+            q[i1 + i] = np.clip(np.rint(row / scale), -127, 127) * scale
+            errors[i] = (row - q[i1 + i]) / hb[i, i]
         w[i2:] -= hinv[i1:i2, i2:].T @ errors
     q_int = np.clip(np.rint(q / scale), -127, 127).astype(np.int8)
     return q_int, scale.astype(np.float32)
 
 
-def gptq_weights(model: onnx.ModelProto, nodes: list[onnx.NodeProto], calibration: np.ndarray
+def gptq_weights(model: onnx.ModelProto, layernorms: list[SmoothedLayerNorm], stats: CalibrationStats,
+                 memo: TuningMemo | None = None, *, show_progress: bool = False
                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Node name -> (int8 weight, per-column scale) for every node in ``nodes``."""
-    hessians = input_hessians(model, nodes, calibration)
+    """Node name -> (int8 weight, per-column scale) for every weight MatMul of ``model``.
+
+    ``layernorms`` is what smoothing did to ``model`` (its input Hessians follow
+    from the unsmoothed ones). Results are kept in ``memo`` keyed by the weight's bytes.
+    """
+    memo = memo if memo is not None else TuningMemo()
+    scales = {node: ln.scale for ln in layernorms for node in ln.consumers}
     inits = {i.name: i for i in model.graph.initializer}
-    return {
-        node.name: gptq_int8(numpy_helper.to_array(inits[node.input[1]]), hessians[node.input[0]])
-        for node in nodes
-    }
+    out = {}
+    nodes = quantizable_matmuls(model)
+    for node in progress(nodes, total=len(nodes), desc="   GPTQ", unit="layer", enabled=show_progress):
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        key = node.name.encode() + hashlib.blake2b(weight.tobytes(), digest_size=16).digest()
+        if key not in memo.gptq:
+            hessian = stats.hessians_for([node.name], {node.name: scales[node.name]} if node.name in scales else {})
+            memo.gptq[key] = gptq_int8(weight, hessian[node.name])
+        out[node.name] = memo.gptq[key]
+    return out
 
 
 # -- sensitivity -------------------------------------------------------------------------------
@@ -252,30 +248,53 @@ class TunedWeights:
     alpha: float
     smoothed: onnx.ModelProto       # the fp32 graph with the chosen smoothing folded in
     weights: Weights | None         # GPTQ-rounded weights, or None for round-to-nearest
-    fidelity: dict[str, Any]        # of the chosen candidate, on the calibration images
+    fidelity: dict[str, Any]        # of the chosen candidate, on all calibration images
     score: float
     tried: list[dict[str, Any]]
 
 
-def tune_weights(fp32: onnx.ModelProto, ranges: dict[str, np.ndarray], ctx: BuildContext,
-                 quantize: Quantize, evaluate: Evaluate) -> TunedWeights:
-    """Pick the smoothing alpha, then keep GPTQ rounding only if it lowers the calibration score."""
-    tried: list[dict[str, Any]] = []
-    best: tuple[float, float, onnx.ModelProto, dict[str, Any]] | None = None
-    for alpha in ALPHAS:
-        smoothed = smooth_layernorms(fp32, ranges, alpha=alpha)[0]
-        fidelity = evaluate(quantize(smoothed, None))
-        score = budget_score(fidelity, ctx.budget)
-        tried.append({"alpha": alpha, **{k: fidelity[k] for k in _REPORTED}})
-        ctx.log(f"   smoothing alpha={alpha}: {summary(fidelity)}")
-        if best is None or score < best[0]:
-            best = (score, alpha, smoothed, fidelity)
-    assert best is not None
-    score, alpha, smoothed, fidelity = best
-    rounded = gptq_weights(smoothed, quantizable_matmuls(smoothed), ctx.calibration)
-    gptq_fidelity = evaluate(quantize(smoothed, rounded))
-    ctx.log(f"   GPTQ weight rounding: {summary(gptq_fidelity)}")
-    if budget_score(gptq_fidelity, ctx.budget) < score:
-        return TunedWeights(alpha, smoothed, rounded, gptq_fidelity, budget_score(gptq_fidelity, ctx.budget), tried)
-    return TunedWeights(alpha, smoothed, None, fidelity, score, tried)
+def tune_weights(base: onnx.ModelProto, ctx: BuildContext, quantize: Quantize, run: Run) -> TunedWeights:
+    """Pick the smoothing alpha and the rounding (GPTQ or nearest) as ``ctx.effort`` says.
 
+    ``run(model, indices)`` returns a candidate's logits on those calibration images.
+    """
+    effort, memo, stats = ctx.effort, ctx.memo, ctx.stats
+    everything = np.arange(len(ctx.calibration))
+    subset = spread_indices(len(everything), effort.search_images)
+
+    def fidelity(logits: np.ndarray, indices: np.ndarray) -> dict[str, Any]:
+        return compare(stats.reference[indices], logits, [ctx.calibration_names[i] for i in indices],
+                       ctx.labels, ctx.positive)
+
+    alphas = (memo.alpha,) if effort.reuse and memo.alpha is not None else effort.alphas
+    tried: list[dict[str, Any]] = []
+    nearest: dict[float, tuple[float, dict[str, Any]]] = {}  # alpha -> (score, fidelity) on ``subset``
+    if len(alphas) > 1:
+        for alpha in alphas:
+            smoothed = smooth_layernorms(base, stats.ranges, alpha=alpha)[0]
+            found = fidelity(run(quantize(smoothed, None), subset), subset)
+            nearest[alpha] = (budget_score(found, ctx.budget), found)
+            tried.append({"alpha": alpha, "images": len(subset), **{k: found[k] for k in _REPORTED}})
+            ctx.log(f"   smoothing alpha={alpha} ({len(subset)} images): {summary(found)}")
+        alpha = min(nearest, key=lambda a: nearest[a][0])
+    else:
+        alpha = alphas[0]
+        if memo.alpha is not None:
+            ctx.log(f"   smoothing alpha={alpha} (chosen by the previous recipe)")
+    memo.alpha = alpha if memo.alpha is None else memo.alpha
+    smoothed, layernorms = smooth_layernorms(base, stats.ranges, alpha=alpha)
+    rounded = gptq_weights(smoothed, layernorms, stats, memo, show_progress=True)
+    logits = run(quantize(smoothed, rounded), everything)
+    chosen = fidelity(logits, everything)
+    score = budget_score(chosen, ctx.budget)
+    ctx.log(f"   GPTQ weight rounding ({len(everything)} images): {summary(chosen)}")
+    # Round-to-nearest is scored on all images when asked, or when it beat GPTQ on the search images.
+    lost_on_subset = alpha in nearest and nearest[alpha][0] < budget_score(fidelity(logits[subset], subset),
+                                                                             ctx.budget)
+    if effort.compare_rounding or lost_on_subset:
+        plain = (nearest[alpha][1] if alpha in nearest and len(subset) == len(everything)
+                 else fidelity(run(quantize(smoothed, None), everything), everything))
+        if budget_score(plain, ctx.budget) < score:
+            ctx.log(f"   round-to-nearest kept ({len(everything)} images): {summary(plain)}")
+            return TunedWeights(alpha, smoothed, None, plain, budget_score(plain, ctx.budget), tried)
+    return TunedWeights(alpha, smoothed, rounded, chosen, score, tried)

@@ -152,7 +152,7 @@ def test_export_cli_end_to_end(binary_checkpoint: Path, tmp_path: Path, photo_pa
     out = tmp_path / "bundle"
     proc = _cli("export", binary_checkpoint, out)
     assert proc.returncode == 0, proc.stderr
-    assert "validating fp32 ONNX against torch" in proc.stderr and "done in" in proc.stderr
+    assert "validating fp32 ONNX on" in proc.stderr and "against torch on" in proc.stderr and "done in" in proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["default_variant"] == "int8"
     # the default list: int8-ov joins where OpenVINO is installed

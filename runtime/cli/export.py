@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..export import DEFAULT_MODEL
+from ..export.effort import DEFAULT_EFFORT, EFFORTS
 from ..extras import require_extra
 from .common import EXIT_OK, names, positive_int
 
@@ -57,6 +58,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="skip the calibration-driven tuning of int8 and int8-ov (smoothing search, GPTQ, "
                              "sensitivity search): same graph and speed, lower fidelity; meant for speed benchmarks "
                              "on random weights")
+    parser.add_argument("--effort", choices=list(EFFORTS), default=DEFAULT_EFFORT,
+                        help="how hard int8 and int8-ov search for their smoothing and rounding (same graphs and "
+                             "speed; fidelity and export time differ): "
+                             + "; ".join(f"{e.name}: {e.summary}" for e in EFFORTS.values())
+                             + f" (default: {DEFAULT_EFFORT})")
     parser.add_argument("--int8-keep-fp32", type=int, default=0, metavar="N",
                         help="keep at least the N most quantization-sensitive MatMuls of int8 in fp32: better "
                              "fidelity, slower (default 0: only as many as the fidelity budget needs)")
@@ -78,5 +84,6 @@ def run(args: argparse.Namespace) -> int:
     export_bundle(args.model, args.out_dir, **chosen, default_variant=args.default_variant,
                   revision=args.revision, atol=args.atol, overwrite=args.overwrite,
                   calibration_dir=args.calibration, calibration_limit=args.calibration_limit,
-                  budget=budget, strict=args.strict, tune=args.tune, keep_fp32=args.int8_keep_fp32)
+                  budget=budget, strict=args.strict, tune=args.tune, effort=args.effort,
+                  keep_fp32=args.int8_keep_fp32)
     return EXIT_OK

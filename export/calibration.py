@@ -1,0 +1,103 @@
+"""One fp32 pass over the calibration images gathers everything the int8 recipes tune on.
+
+The recipes need, per calibration image, the fp32 logits (the reference every
+candidate is scored against), the per-channel range of each LayerNorm output
+that smoothing folds into (:func:`~.tuning.smooth_layernorms`), and the input
+Hessian ``X^T X`` of every weight MatMul (GPTQ). Each used to take its own pass
+of the fp32 model, and ``int8-ov`` repeated two of them: one pass now serves
+every recipe.
+
+Smoothing only rescales a MatMul's input channels (``X / s``), so the Hessian of
+a smoothed graph follows from the unsmoothed one exactly: ``H / (s s^T)``
+(:meth:`CalibrationStats.hessians_for`). The graph fusions keep every weight
+MatMul and LayerNorm (names included), so statistics of the plain fp32 graph
+apply to the fused one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from deepfake_edge.progress import progress
+from deepfake_edge.session import OUTPUT_NAME
+
+from .graph import iter_tensors
+from .quantize import quantizable_matmuls
+
+__all__ = ["TOKENS_PER_IMAGE", "CalibrationStats", "collect_statistics"]
+
+TOKENS_PER_IMAGE = 256  # a random subset keeps X^T X cheap on 1,024-token images
+
+
+@dataclass(frozen=True)
+class CalibrationStats:
+    """The fp32 model's logits and activation statistics on the calibration images."""
+
+    reference: np.ndarray                 # [images, labels] fp32 logits, one image per run
+    ranges: dict[str, np.ndarray]         # every LayerNorm output -> per-channel max |x| (smoothing)
+    hessians: dict[str, np.ndarray]       # MatMul node -> X^T X / n of its input, float32 (GPTQ)
+
+    def hessians_for(self, nodes: Sequence[str], scales: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Float64 Hessians of ``nodes`` after smoothing; ``scales``: node -> the scale its input was divided by."""
+        missing = [n for n in nodes if n not in self.hessians]
+        if missing:
+            raise KeyError(f"no calibration statistics for MatMuls {missing[:3]} (graph changed after collection)")
+        out = {}
+        for name in nodes:
+            h = self.hessians[name].astype(np.float64)
+            if name in scales:
+                s = scales[name].astype(np.float64)
+                h = h / np.outer(s, s)
+            out[name] = h
+        return out
+
+
+def _layernorm_outputs(model: onnx.ModelProto) -> list[str]:
+    # Every LayerNorm, not only those smoothable in this graph: in the plain export the
+    # attention's Shape ops also read layer_norm1, which the fused graph no longer has.
+    outputs = {o.name for o in model.graph.output}
+    return sorted(n.output[0] for n in model.graph.node if n.op_type == "LayerNormalization"
+                  and n.output[0] not in outputs)
+
+
+def collect_statistics(model: onnx.ModelProto, calibration: np.ndarray, *, hessians: bool = True, seed: int = 0,
+                       tokens_per_image: int = TOKENS_PER_IMAGE, show_progress: bool = False) -> CalibrationStats:
+    """Run ``model`` (the plain fp32 graph) once per calibration image and keep the statistics above.
+
+    ``hessians=False`` skips the Hessians (only GPTQ needs them, and they cost
+    about as much as the fp32 run itself at 1,024 tokens).
+    """
+    nodes = quantizable_matmuls(model) if hessians else []
+    inputs = sorted({n.input[0] for n in nodes})
+    norms = _layernorm_outputs(model)
+    rng = np.random.default_rng(seed)
+    logits: list[np.ndarray] = []
+    ranges: dict[str, np.ndarray] = {}
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = defaultdict(int)
+    names = list(dict.fromkeys([OUTPUT_NAME, *norms, *inputs]))
+    runs = iter_tensors(model, names, calibration)
+    for values in progress(runs, total=len(calibration), desc="   fp32 statistics", enabled=show_progress):
+        logits.append(values[OUTPUT_NAME][0])
+        for name in norms:
+            value = values[name]
+            m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+            ranges[name] = m if name not in ranges else np.maximum(ranges[name], m)
+        for name in inputs:
+            x = values[name].reshape(-1, values[name].shape[-1])
+            if len(x) > tokens_per_image:
+                x = x[rng.choice(len(x), tokens_per_image, replace=False)]
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            sums[name] = sums[name] + x.T @ x if name in sums else x.T @ x
+            counts[name] += len(x)
+    per_input = {name: sums[name] / counts[name] for name in sums}
+    return CalibrationStats(
+        reference=np.stack(logits),
+        ranges=ranges,
+        hessians={n.name: per_input[n.input[0]] for n in nodes},
+    )
