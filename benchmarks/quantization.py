@@ -42,27 +42,34 @@ def _mb(path: Path) -> float:
 
 
 # -- fidelity --------------------------------------------------------------------------
-def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int, seed: int = 1) -> dict[str, Any]:
+def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int, seed: int = 1, *,
+             variants: list[str] | None = None, effort: str | None = None, bundle: Path | None = None
+             ) -> dict[str, Any]:
+    """Export the proxy (``variants``, default every recipe; ``effort``) unless ``bundle`` is given, then compare."""
     from deepfake_edge import Detector
     from deepfake_edge.export import RECIPES, export_bundle
     from deepfake_edge.export.fidelity import compare
     from deepfake_edge.export.proxy import build_proxy
     from deepfake_edge.export.sample_images import heldout_images
     from deepfake_edge.labels import softmax
+    from deepfake_edge.manifest import MANIFEST_NAME, Manifest
     from deepfake_edge.session import run_logits
 
     checkpoint = proxy or out / "proxy-checkpoint"
     if proxy is None and not (checkpoint / "config.json").is_file():
         build_proxy(checkpoint)
-    bundle = out / "proxy-bundle"
-    manifest = export_bundle(str(checkpoint), bundle, variants=list(RECIPES), overwrite=True)
+    if bundle is None:
+        bundle = out / "proxy-bundle"
+        export_bundle(str(checkpoint), bundle, variants=variants or list(RECIPES), overwrite=True,
+                      **({"effort": effort} if effort else {}))
+    manifest = Manifest.read(bundle / MANIFEST_NAME)
     images = heldout_images(synthetic=synthetic, crops_per_photo=crops_per_photo, seed=seed)
     names = [item.name for item in images]
     reference = Detector.load(bundle, "fp32")
     pixel_values = reference.preprocess([item.image for item in images])
     ref_logits = run_logits(reference.session, pixel_values, per_image=True)
     rows = []
-    for name in RECIPES:
+    for name in manifest.variants:
         detector = Detector.load(bundle, name)
         logits = run_logits(detector.session, pixel_values, per_image=True)
         f = compare(ref_logits, logits, names, detector.labels, "fake")
@@ -75,7 +82,7 @@ def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int
             "notes": {k: recipe[k] for k in ("smoothing_alpha", "weight_rounding", "excluded_nodes") if k in recipe},
         })
     p_fake = softmax(ref_logits)[:, reference.labels.index("fake")]
-    return {"images": len(images), "seed": seed, "checkpoint": str(checkpoint), "rows": rows,
+    return {"images": len(images), "seed": seed, "checkpoint": str(checkpoint), "bundle": str(bundle), "rows": rows,
             "fp32_p_fake_quantiles": [float(q) for q in np.quantile(p_fake, [0, 0.1, 0.25, 0.5, 0.75, 0.9, 1])],
             "images_near_boundary": int(((p_fake > 0.4) & (p_fake < 0.6)).sum())}
 
@@ -230,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="latency on a tiny architecture with few runs: checks the harness, measures nothing")
     parser.add_argument("--crops-per-photo", type=int, default=8)
     parser.add_argument("--synthetic", type=int, default=20)
+    parser.add_argument("--variants", type=lambda text: [v for v in text.split(",") if v], default=None,
+                        help="fidelity: recipes to export (default: every recipe)")
+    parser.add_argument("--effort", default=None, help="fidelity: the export's --effort (default: its default)")
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="fidelity: measure this existing proxy bundle instead of exporting one")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the held-out crops and synthetic images (another seed: another held-out set)")
     args = parser.parse_args(argv)
@@ -238,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"argument --{option}: expected a positive integer, got {getattr(args, option)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what in ("fidelity", "all"):
-        result = fidelity(args.out, args.proxy, args.crops_per_photo, args.synthetic, args.seed)
+        result = fidelity(args.out, args.proxy, args.crops_per_photo, args.synthetic, args.seed,
+                          variants=args.variants, effort=args.effort, bundle=args.bundle)
         (args.out / "fidelity.json").write_text(json.dumps(result, indent=2))
         (args.out / "fidelity.md").write_text(fidelity_table(result) + "\n")
         print(fidelity_table(result), flush=True)

@@ -42,8 +42,12 @@ WARM_RUNS = 3
 _WARM = """
 import json, sys, time
 from deepfake_edge import Detector
+from deepfake_edge.errors import UnsupportedBundleError
 bundle, image, variant, runs = sys.argv[1], sys.argv[2], sys.argv[3] or None, int(sys.argv[4])
-detector = Detector.load(bundle, variant)
+try:  # predict's default is "auto"; a tree from before "auto" falls back to the bundle's default
+    detector = Detector.load(bundle, variant or "auto")
+except UnsupportedBundleError:
+    detector = Detector.load(bundle, variant)
 detector.predict_one(image)
 times = []
 for _ in range(runs):

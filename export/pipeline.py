@@ -31,6 +31,7 @@ from .calibration import collect_statistics
 from .effort import DEFAULT_EFFORT, EFFORTS
 from .errors import ExportError
 from .fidelity import FidelityBudget, compare, enforce, file_fidelity, run_per_image
+from .fusions import fuse_graph
 from .onnx_export import DEFAULT_ATOL, DEFAULT_TORCH_IMAGES, export_fp32, load_checkpoint, validate_export
 from .recipes import DEFAULT_VARIANT, DEFAULT_VARIANTS, RECIPES, BuildContext
 from .sample_images import (
@@ -152,7 +153,10 @@ def export_bundle(
         with _step(log, f"running fp32 on {len(calibration)} calibration images (logits and activation statistics)"):
             config = PreprocessConfig.from_file(stage / PREPROCESSOR_NAME)
             calib_values = np.stack([preprocess(item.image, config) for item in calibration])
-            stats = collect_statistics(onnx.load(fp32), calib_values, hessians=tune, show_progress=True)
+            # The fused graph (attention, GELU) has the same weights and LayerNorms and runs ~15 % faster.
+            fused = fuse_graph(onnx.load(fp32), num_heads, hidden_size)[0]
+            stats = collect_statistics(fused, calib_values, hessians=tune, show_progress=True)
+            del fused
         memo = TuningMemo()
         entries = {"fp32": variant_entry(stage, RECIPES["fp32"], {}, None)}
         budget_report: dict[str, dict[str, object]] = {}
@@ -171,8 +175,10 @@ def export_bundle(
                                        backend_options=recipe.backend_options)
                 fidelity = compare(reference, logits, names_seen, labels, positive)
             log(
-                f"   {name}: agreement {fidelity['label_agreement']:.1%}, max |dP| {fidelity['max_abs_dp']:.4f}, "
-                f"mean |dP| {fidelity['mean_abs_dp']:.5f} (held-out)"
+                f"   {name}: agreement {fidelity['label_agreement']:.1%} ({fidelity['flips_within_margin']} of "
+                f"{fidelity['flips']} flips within {fidelity['flip_margin']} of the threshold), max |dP| "
+                f"{fidelity['max_abs_dp']:.4f}, p99 {fidelity['p99_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f} "
+                "(held-out)"
             )
             if recipe.gated and tune:
                 on_calibration = built.get("calibration_fidelity") or file_fidelity(

@@ -19,7 +19,7 @@ __all__ = ["EXTRAS", "importable", "require_extra"]
 #: Mirrors ``[project.optional-dependencies]`` in pyproject.toml.
 EXTRAS: dict[str, dict[str, tuple[str, ...]]] = {
     "export": {"torch": ("torch",), "transformers": ("transformers",),
-               "optimum-onnx": ("optimum.exporters.onnx",), "onnx": ("onnx",)},
+               "optimum-onnx": ("optimum.exporters.onnx",), "onnx": ("onnx",), "scipy": ("scipy",)},
     "bench": {"torch": ("torch",), "transformers": ("transformers",), "optimum-onnx": ("optimum.onnxruntime",),
               "onnx": ("onnx",), "matplotlib": ("matplotlib",)},
     # python-multipart is ``python_multipart`` from 0.0.13 on and ``multipart`` before.

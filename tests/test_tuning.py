@@ -134,7 +134,7 @@ def test_effort_levels_search_as_documented(effort: str, binary_checkpoint: Path
         assert [t["alpha"] for t in tried] == list(ALPHAS)
         assert {t["images"] for t in tried} == {28 if effort == "default" else 40}
         best = min(tried, key=lambda t: max(t["boundary_max_abs_dp"] / 0.03, t["boundary_mean_abs_dp"] / 0.0025,
-                                            (1 - t["label_agreement"]) / 0.005))
+                                            (1 - t["agreement_beyond_margin"]) / 0.005))
         assert int8["smoothing_alpha"] == best["alpha"]
     assert int8["calibration_fidelity"]["images"] == 40  # the budget is always judged on every image
     manifest = json.loads((out / "manifest.json").read_text())
@@ -155,3 +155,29 @@ def test_unknown_effort_is_refused_before_exporting(binary_checkpoint: Path, tmp
     with pytest.raises(ExportError, match="unknown effort 'quick'"):
         export_bundle(str(binary_checkpoint), tmp_path / "b", effort="quick", log=lambda _m: None)
     assert not (tmp_path / "b").exists()
+
+
+def test_flips_count_against_a_variant_only_beyond_the_margin() -> None:
+    """Hand-made logits: P(fake) = sigmoid(z0 - z1); fp32 0.51 -> 0.49 is a coin toss, 0.60 -> 0.40 is damage."""
+    from deepfake_edge.export.fidelity import FLIP_MARGIN, FidelityBudget, compare
+
+    def logit(p: float) -> float:
+        return float(np.log(p / (1 - p)))
+
+    fp32 = np.array([[logit(p), 0.0] for p in (0.51, 0.60, 0.9, 0.1)] + [[logit(0.3), 0.0]] * 196)
+    near_only = fp32.copy()
+    near_only[0, 0] = logit(0.49)
+    both = near_only.copy()
+    both[1, 0] = logit(0.40)
+    names = [f"img{i}" for i in range(len(fp32))]
+    budget = FidelityBudget(max_abs_dp=1.0, mean_abs_dp=1.0)
+
+    near = compare(fp32, near_only, names, ("fake", "real"), "fake")
+    assert (near["flips"], near["flips_within_margin"], near["flip_margin"]) == (1, 1, FLIP_MARGIN)
+    assert near["label_agreement"] == pytest.approx(0.995) and near["agreement_beyond_margin"] == 1.0
+    assert budget.misses(near) == []
+    far = compare(fp32, both, names, ("fake", "real"), "fake")
+    assert (far["flips"], far["flips_within_margin"]) == (2, 1) and far["agreement_beyond_margin"] == 0.995
+    assert FidelityBudget(min_agreement=0.999, max_abs_dp=1.0, mean_abs_dp=1.0).misses(far)
+    deltas = np.abs(1 / (1 + np.exp(-both[:, 0])) - 1 / (1 + np.exp(-fp32[:, 0])))
+    assert far["p99_abs_dp"] == pytest.approx(float(np.percentile(deltas, 99)))
