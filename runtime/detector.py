@@ -99,7 +99,9 @@ class Detector:
             variant, providers = choice.variant, providers or choice.providers
         name, spec = bundle.variant(variant)
         session = create_session(bundle.model_path(spec, verify=verify), threads=threads, providers=providers,
-                                 backend=spec.backend, backend_options=spec.backend_options)
+                                 backend=spec.backend, backend_options=spec.backend_options,
+                                 # a verified file is the manifest's model: its optimized copy may be reused
+                                 cache_key=spec.sha256 if verify else None)
         return cls(bundle, name, spec, session, threshold=threshold, max_pixels=max_pixels, choice=choice,
                    fast_decode=fast_decode)
 

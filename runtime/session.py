@@ -8,6 +8,7 @@ same ``get_inputs``/``get_outputs``/``run`` methods.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from .errors import BundleError, BundleFileMissingError
 from .extras import require_extra
+from .model_cache import OPTIMIZED_DATA, OPTIMIZED_MODEL, optimized_model, storing_optimized_model
 
 __all__ = [
     "BACKENDS", "DEFAULT_PROVIDERS", "INPUT_NAME", "ORT_ERRORS", "OUTPUT_NAME", "create_session", "default_threads",
@@ -70,12 +72,16 @@ def create_session(
     optimization: str = "all",
     backend: str = "onnxruntime",
     backend_options: Mapping[str, str] | None = None,
+    cache_key: str | None = None,
 ) -> Any:
     """Open ``path`` with graph optimizations (default: all) and a fixed thread count.
 
     ``inter_op`` stays at 1: the graph is one sequential chain, and a second pool
     would only compete with the intra-op pool for the same cores. ``backend``
     comes from the variant's manifest entry; ``providers`` apply to onnxruntime only.
+    ``cache_key`` (the verified sha256 of ``path``) keeps onnxruntime's optimized copy of the
+    model in the user cache and loads that copy next time (see ``model_cache``; CPU provider
+    and optimization "all" only).
     """
     if not path.is_file():
         raise BundleFileMissingError(f"{path}: model file is missing")
@@ -102,12 +108,49 @@ def create_session(
         raise BundleError(
             f"execution providers {unknown} are not available; this onnxruntime has {ort.get_available_providers()}"
         )
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
-    except ORT_ERRORS as exc:
-        raise BundleError(f"{path}: onnxruntime cannot load this model ({type(exc).__name__}: {exc})") from exc
+    if cache_key and optimization == "all" and chosen == list(DEFAULT_PROVIDERS):
+        session = _cached_session(path, cache_key, options, chosen)
+    else:
+        session = _session(path, options, chosen)
     release_freed_memory()
     return session
+
+
+def _session(path: Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except ORT_ERRORS as exc:
+        raise BundleError(f"{path}: onnxruntime cannot load this model ({type(exc).__name__}: {exc})") from exc
+
+
+def _cached_session(path: Path, source: str, options: ort.SessionOptions, providers: list[str]
+                    ) -> ort.InferenceSession:
+    """Load onnxruntime's optimized copy of ``path`` from the user cache, creating it on the first load.
+
+    The copy keeps its weights in a separate aligned file, which onnxruntime memory-maps. The
+    optimized graph may hold CPU-specific rewrites, hence the key: source bytes, onnxruntime
+    version, CPU architecture and flags.
+    """
+    import platform
+
+    from .variant_choice import cpu_info
+
+    machine = f"{platform.machine()} {' '.join(sorted(cpu_info()[1]))}"
+    key = hashlib.sha256(f"{source} {ort.__version__} {machine}".encode()).hexdigest()
+    cached = optimized_model(key)
+    if cached is not None:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # already optimized
+        try:
+            return ort.InferenceSession(str(cached), sess_options=options, providers=providers)
+        except ORT_ERRORS:
+            options.graph_optimization_level = _OPTIMIZATION["all"]  # unusable copy: rebuild it below
+    with storing_optimized_model(key) as directory:
+        if directory is not None:
+            options.optimized_model_filepath = str(directory / OPTIMIZED_MODEL)
+            for name, value in (("session.optimized_model_external_initializers_file_name", OPTIMIZED_DATA),
+                                ("session.optimized_model_external_initializers_min_size_in_bytes", "1024")):
+                options.add_session_config_entry(name, value)
+        return _session(path, options, providers)
 
 
 def release_freed_memory() -> None:
