@@ -9,13 +9,12 @@ Two things are kept, under :func:`cache_dir` (``$DEEPFAKE_EDGE_CACHE``, else
   restoring the mtime still moves it. A result is recorded only when the file was last
   changed at least ``RACY_SECONDS`` before hashing began, so a write landing within
   the same clock tick as the hash cannot hide (git's "racy" rule).
-* **optimized models** (:func:`optimized_model`, :func:`storing_optimized_model`):
-  onnxruntime's own copy of a model after graph optimization, saved once with its
-  weights in a separate, aligned file that onnxruntime memory-maps instead of
-  parsing and copying (measured on the base-512 int8 model: session creation about
-  40 % faster, peak RSS about 30 MB lower). Keyed by the caller (source sha256,
-  onnxruntime version, this CPU); the sha256 of both files is recorded and checked
-  like any model file's before they are used.
+* **compiled models** (:func:`cached_directory`, :func:`storing_directory`): what an
+  engine makes of a model at load time, saved once: onnxruntime's optimized graph with
+  its weights in a separate aligned file it memory-maps instead of parsing and copying,
+  and OpenVINO's compiled blob (its ``CACHE_DIR``). Keyed by the caller (the verified
+  source sha256, engine version, this CPU); the sha256 of every file in an entry is
+  recorded and checked like any model file's before the entry is used.
 
 Every write is atomic (a temporary file, then ``os.replace``). Any doubt (a missing,
 unreadable, malformed or mismatched record, a read-only cache) falls back to the full
@@ -36,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RACY_SECONDS", "cache_dir", "file_sha256", "optimized_model", "sha256_file", "storing_optimized_model",
+__all__ = ["RACY_SECONDS", "cache_dir", "cached_directory", "file_sha256", "sha256_file", "storing_directory",
            "write_atomic"]
 
 RACY_SECONDS = 2.0
@@ -114,38 +113,38 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
-# -- optimized models ------------------------------------------------------------------------------
-OPTIMIZED_MODEL, OPTIMIZED_DATA = "model.onnx", "model.data"
+# -- compiled models -------------------------------------------------------------------------------
 _RECORD = "record.json"
 
 
-def _optimized_dir(key: str) -> Path:
-    return cache_dir() / "optimized" / key
+def _entry(kind: str, key: str) -> Path:
+    return cache_dir() / kind / key
 
 
-def optimized_model(key: str) -> Path | None:
-    """The cached optimized model stored under ``key``, if both its files are intact; else None."""
-    directory = _optimized_dir(key)
+def cached_directory(kind: str, key: str) -> Path | None:
+    """The directory stored under ``kind``/``key``, if every file recorded in it is intact; else None."""
+    directory = _entry(kind, key)
     record = _read_record(directory / _RECORD)
     files = record.get("files") if record is not None and record.get("key") == key else None
-    if not isinstance(files, dict) or set(files) != {OPTIMIZED_MODEL, OPTIMIZED_DATA}:
+    if not isinstance(files, dict) or not files:
         return None
     try:
-        if any(file_sha256(directory / name) != digest for name, digest in files.items()):
+        present = {p.name for p in directory.iterdir()} - {_RECORD}
+        if present != set(files) or any(file_sha256(directory / name) != digest for name, digest in files.items()):
             return None
     except OSError:
         return None
-    return directory / OPTIMIZED_MODEL
+    return directory
 
 
 @contextlib.contextmanager
-def storing_optimized_model(key: str) -> Iterator[Path | None]:
-    """Yield a fresh directory to write ``model.onnx`` + ``model.data`` into (None when the cache is not
-    writable); on success, record their sha256 and move the directory into place under ``key``.
+def storing_directory(kind: str, key: str) -> Iterator[Path | None]:
+    """Yield a fresh directory to write into (None when the cache is not writable); on success,
+    record the sha256 of every file written and move the directory into place as ``kind``/``key``.
 
     A failure inside the block propagates and leaves nothing behind.
     """
-    final = _optimized_dir(key)
+    final = _entry(kind, key)
     try:
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         work = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", dir=final.parent))
@@ -158,11 +157,13 @@ def storing_optimized_model(key: str) -> Iterator[Path | None]:
         shutil.rmtree(work, ignore_errors=True)
         raise
     try:
-        files = {name: sha256_file(work / name) for name in (OPTIMIZED_MODEL, OPTIMIZED_DATA)}
-        (work / _RECORD).write_text(json.dumps({"version": _VERSION, "key": key, "files": files}), encoding="utf-8")
-        if final.exists():  # a damaged or stale entry makes way
-            shutil.rmtree(final)
-        os.replace(work, final)
+        files = {p.name: sha256_file(p) for p in work.iterdir() if p.is_file()}
+        if files:
+            (work / _RECORD).write_text(json.dumps({"version": _VERSION, "key": key, "files": files}),
+                                        encoding="utf-8")
+            if final.exists():  # a damaged or stale entry makes way
+                shutil.rmtree(final)
+            os.replace(work, final)
     except OSError:
         pass  # a full or read-only cache, or another process storing the same key: only a lost shortcut
     finally:

@@ -51,10 +51,22 @@ def _ports(port: Any) -> list[Port]:
     return [Port(name, dims, kind) for name in sorted(port.get_names())]
 
 
+def _compile(core: Any, path: Path, config: dict[str, str]) -> Any:
+    """Compile from the file path: with ``CACHE_DIR`` set, a cached blob is then loaded without reading the model."""
+    try:
+        return core.compile_model(str(path), "CPU", config)
+    except RuntimeError as exc:
+        shown = {k: v for k, v in config.items() if k != "CACHE_DIR"}
+        raise BundleError(f"{path}: OpenVINO cannot read or compile this model with options {shown} ({exc})") from exc
+
+
 class OpenVINOSession:
     """Compiled on the CPU device; ``run`` is safe to call from several threads (one at a time)."""
 
-    def __init__(self, path: Path, *, threads: int, options: Mapping[str, str] | None = None) -> None:
+    def __init__(self, path: Path, *, threads: int, options: Mapping[str, str] | None = None,
+                 cache_key: str | None = None) -> None:
+        """``cache_key`` (the verified sha256 of ``path``) keeps OpenVINO's compiled blob in the user
+        cache, checked like any model file (see ``model_cache``): compiling costs more than loading it."""
         import openvino as ov  # create_session checked that the extra is installed
 
         refused = sorted(set(options or {}) - ALLOWED_OPTIONS)
@@ -64,14 +76,22 @@ class OpenVINOSession:
             )
         config = {**(options or {}), "INFERENCE_NUM_THREADS": str(threads)}  # the caller's thread count wins
         core = ov.Core()
-        try:
-            model = core.read_model(str(path))
-        except RuntimeError as exc:
-            raise BundleError(f"{path}: OpenVINO cannot read this model ({exc})") from exc
-        try:
-            self._compiled = core.compile_model(model, "CPU", config)
-        except RuntimeError as exc:
-            raise BundleError(f"{path}: OpenVINO cannot compile it with options {config} ({exc})") from exc
+        if cache_key is None:
+            self._compiled = _compile(core, path, config)
+        else:
+            from .model_cache import cached_directory, storing_directory
+            from .session import compiled_key
+
+            # One directory per model, options and engine: whatever OpenVINO hashes, a blob never
+            # serves another model, and our record catches a damaged one.
+            key = compiled_key(cache_key, f"openvino {ov.get_version()} {sorted(config.items())}")
+            cached = cached_directory("openvino", key)
+            if cached is not None:
+                self._compiled = _compile(core, path, {**config, "CACHE_DIR": str(cached)})
+            else:
+                with storing_directory("openvino", key) as directory:
+                    extra = {"CACHE_DIR": str(directory)} if directory is not None else {}
+                    self._compiled = _compile(core, path, {**config, **extra})
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()  # an infer request serves one call at a time
 

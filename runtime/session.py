@@ -20,7 +20,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from .errors import BundleError, BundleFileMissingError
 from .extras import require_extra
-from .model_cache import OPTIMIZED_DATA, OPTIMIZED_MODEL, optimized_model, storing_optimized_model
+from .model_cache import cached_directory, storing_directory
 
 __all__ = [
     "BACKENDS", "DEFAULT_PROVIDERS", "INPUT_NAME", "ORT_ERRORS", "OUTPUT_NAME", "create_session", "default_threads",
@@ -89,7 +89,8 @@ def create_session(
         require_backend(backend)
         from .openvino_session import OpenVINOSession
 
-        return OpenVINOSession(path, threads=threads or default_threads(), options=backend_options)
+        return OpenVINOSession(path, threads=threads or default_threads(), options=backend_options,
+                               cache_key=cache_key)
     if backend != "onnxruntime":
         raise BundleError(f"{path}: unknown backend {backend!r} (this runtime knows {', '.join(BACKENDS)})")
     options = ort.SessionOptions()
@@ -123,28 +124,35 @@ def _session(path: Path, options: ort.SessionOptions, providers: list[str]) -> o
         raise BundleError(f"{path}: onnxruntime cannot load this model ({type(exc).__name__}: {exc})") from exc
 
 
-def _cached_session(path: Path, source: str, options: ort.SessionOptions, providers: list[str]
-                    ) -> ort.InferenceSession:
-    """Load onnxruntime's optimized copy of ``path`` from the user cache, creating it on the first load.
+OPTIMIZED_MODEL, OPTIMIZED_DATA = "model.onnx", "model.data"
 
-    The copy keeps its weights in a separate aligned file, which onnxruntime memory-maps. The
-    optimized graph may hold CPU-specific rewrites, hence the key: source bytes, onnxruntime
-    version, CPU architecture and flags.
-    """
+
+def compiled_key(source_sha256: str, engine_version: str) -> str:
+    """Cache key of an engine's compiled form of a model: the compiled graph may hold
+    CPU-specific rewrites, hence the CPU architecture and flags beside the source and engine."""
     import platform
 
     from .variant_choice import cpu_info
 
     machine = f"{platform.machine()} {' '.join(sorted(cpu_info()[1]))}"
-    key = hashlib.sha256(f"{source} {ort.__version__} {machine}".encode()).hexdigest()
-    cached = optimized_model(key)
+    return hashlib.sha256(f"{source_sha256} {engine_version} {machine}".encode()).hexdigest()
+
+
+def _cached_session(path: Path, source: str, options: ort.SessionOptions, providers: list[str]
+                    ) -> ort.InferenceSession:
+    """Load onnxruntime's optimized copy of ``path`` from the user cache, creating it on the first load.
+
+    The copy keeps its weights in a separate aligned file, which onnxruntime memory-maps.
+    """
+    key = compiled_key(source, f"onnxruntime {ort.__version__}")
+    cached = cached_directory("optimized", key)
     if cached is not None:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # already optimized
         try:
-            return ort.InferenceSession(str(cached), sess_options=options, providers=providers)
+            return ort.InferenceSession(str(cached / OPTIMIZED_MODEL), sess_options=options, providers=providers)
         except ORT_ERRORS:
             options.graph_optimization_level = _OPTIMIZATION["all"]  # unusable copy: rebuild it below
-    with storing_optimized_model(key) as directory:
+    with storing_directory("optimized", key) as directory:
         if directory is not None:
             options.optimized_model_filepath = str(directory / OPTIMIZED_MODEL)
             for name, value in (("session.optimized_model_external_initializers_file_name", OPTIMIZED_DATA),

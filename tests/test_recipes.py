@@ -281,3 +281,42 @@ def test_a_bundle_cannot_set_arbitrary_openvino_options(full_bundle: Path, tmp_p
     with pytest.raises(BundleError, match="CACHE_DIR"):
         Detector.load(bundle, "int8-ov")
     assert not (tmp_path / "cache").exists()
+
+
+def test_openvino_compiled_blob_is_cached_checked_and_rebuilt(full_bundle: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import time
+
+    from deepfake_edge import model_cache
+    from deepfake_edge.manifest import MANIFEST_NAME, Manifest
+    from deepfake_edge.openvino_session import OpenVINOSession
+
+    monkeypatch.setenv("DEEPFAKE_EDGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(model_cache, "RACY_SECONDS", 0.0)
+    spec = Manifest.read(full_bundle / MANIFEST_NAME).variants["int8-ov"]
+    x = Detector.load(full_bundle, "fp32").preprocess([item.image for item in heldout_images(synthetic=2)][:4])
+    plain = OpenVINOSession(full_bundle / spec.file, threads=2, options=spec.backend_options)  # no cache at all
+    expected = np.concatenate([plain.run([OUTPUT_NAME], {INPUT_NAME: image[None]})[0] for image in x])
+
+    def logits() -> np.ndarray:
+        return Detector.load(full_bundle, "int8-ov").logits(x)
+
+    np.testing.assert_array_equal(logits(), expected)
+    (entry,) = (tmp_path / "cache" / "openvino").iterdir()
+    blobs = [p for p in entry.iterdir() if p.name != "record.json"]
+    assert blobs, "OpenVINO wrote no compiled blob"
+    np.testing.assert_array_equal(logits(), expected)  # from the blob
+    blob = max(blobs, key=lambda p: p.stat().st_size)
+    original = blob.read_bytes()
+    time.sleep(0.01)
+    with blob.open("r+b") as fp:  # damage the blob, keep its size and mtime
+        fp.seek(len(original) // 2)
+        fp.write(bytes([original[len(original) // 2] ^ 0xFF]))
+    os.utime(blob, ns=(blob.stat().st_atime_ns, blob.stat().st_mtime_ns))
+    damaged = blob.read_bytes()
+    assert model_cache.cached_directory("openvino", entry.name) is None
+    np.testing.assert_array_equal(logits(), expected)  # recompiled, not the damaged blob
+    (rebuilt,) = (tmp_path / "cache" / "openvino").iterdir()
+    assert model_cache.cached_directory("openvino", rebuilt.name) == rebuilt  # a fresh, intact entry
+    assert (rebuilt / blob.name).read_bytes() != damaged
