@@ -28,8 +28,8 @@ class Effort:
 EFFORTS: dict[str, Effort] = {e.name: e for e in (
     Effort("fast", (DEFAULT_ALPHA,), 0, compare_rounding=False, reuse=True,
            summary="no search: alpha 0.5 and GPTQ rounding, scored once for the fidelity budget"),
-    Effort("default", ALPHAS, 28, compare_rounding=False, reuse=True,
-           summary="alphas ranked on 28 of the calibration images, the winner GPTQ-rounded and scored on all; "
+    Effort("default", ALPHAS, 20, compare_rounding=False, reuse=True,
+           summary="alphas ranked on 20 of the calibration images, the winner GPTQ-rounded and scored on all; "
                    "int8-ov reuses int8's choice"),
     Effort("thorough", ALPHAS, None, compare_rounding=True, reuse=False,
            summary="every candidate (alphas, GPTQ and round-to-nearest) scored on every calibration image, "

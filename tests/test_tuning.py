@@ -70,7 +70,7 @@ def calibration(binary_bundle: Path) -> np.ndarray:
 def test_one_statistics_pass_gives_what_each_pass_gave(fp32_model: onnx.ModelProto, calibration: np.ndarray,
                                                        binary_bundle: Path) -> None:
     """Logits, LayerNorm ranges and Hessians equal separate measurements, for the plain and the smoothed graph."""
-    from deepfake_edge.export.calibration import collect_statistics
+    from deepfake_edge.export.calibration import TOKENS_PER_IMAGE, collect_statistics
     from deepfake_edge.export.fidelity import run_per_image
     from deepfake_edge.export.fusions import fuse_graph
     from deepfake_edge.export.graph import capture_max_abs, iter_tensors
@@ -102,7 +102,7 @@ def test_one_statistics_pass_gives_what_each_pass_gave(fp32_model: onnx.ModelPro
     for values in iter_tensors(smoothed, inputs, calibration):
         for name, value in values.items():
             x = value.reshape(-1, value.shape[-1]).astype(np.float64)
-            assert len(x) <= 256  # below TOKENS_PER_IMAGE: no subsampling
+            assert len(x) <= TOKENS_PER_IMAGE  # no subsampling
             sums[name] = sums.get(name, 0) + x.T @ x
             rows[name] = rows.get(name, 0) + len(x)
     for node in quantizable_matmuls(smoothed):
@@ -132,7 +132,7 @@ def test_effort_levels_search_as_documented(effort: str, binary_checkpoint: Path
         assert tried == [] and int8["smoothing_alpha"] == DEFAULT_ALPHA and int8["weight_rounding"] == "gptq"
     else:
         assert [t["alpha"] for t in tried] == list(ALPHAS)
-        assert {t["images"] for t in tried} == {28 if effort == "default" else 40}
+        assert {t["images"] for t in tried} == {20 if effort == "default" else 40}
         best = min(tried, key=lambda t: max(t["boundary_max_abs_dp"] / 0.03, t["boundary_mean_abs_dp"] / 0.0025,
                                             (1 - t["agreement_beyond_margin"]) / 0.005))
         assert int8["smoothing_alpha"] == best["alpha"]
