@@ -117,7 +117,7 @@ def _recipe(bundle: Path, variant: str) -> dict:
 @pytest.mark.parametrize("effort", ["fast", "default", "thorough"])
 def test_effort_levels_search_as_documented(effort: str, binary_checkpoint: Path, tmp_path: Path) -> None:
     from deepfake_edge.export import export_bundle
-    from deepfake_edge.export.effort import ALPHAS, DEFAULT_ALPHA
+    from deepfake_edge.export.effort import ALPHAS, DEFAULT_ALPHA, EFFORTS
     from deepfake_edge.extras import importable
 
     variants = ["fp32", "int8", *(["int8-ov"] if importable("openvino") else [])]
@@ -131,7 +131,8 @@ def test_effort_levels_search_as_documented(effort: str, binary_checkpoint: Path
     if effort == "fast":
         assert tried == [] and int8["smoothing_alpha"] == DEFAULT_ALPHA and int8["weight_rounding"] == "gptq"
     else:
-        assert [t["alpha"] for t in tried] == list(ALPHAS)
+        assert [t["alpha"] for t in tried] == list(EFFORTS[effort].alphas)
+        assert set(EFFORTS[effort].alphas) <= set(ALPHAS) and (effort == "default" or EFFORTS[effort].alphas == ALPHAS)
         assert {t["images"] for t in tried} == {20 if effort == "default" else 40}
         best = min(tried, key=lambda t: max(t["boundary_max_abs_dp"] / 0.03, t["boundary_mean_abs_dp"] / 0.0025,
                                             (1 - t["agreement_beyond_margin"]) / 0.005))
