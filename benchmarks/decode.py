@@ -43,7 +43,7 @@ from deepfake_edge.preprocess import FAST_DECODE_FACTOR, draft_size
 
 from .inputs import JPEG_QUALITY, phone_photo, write_jpeg
 from .machine import describe_machine, summary_line
-from .startup_memory import _timed_child
+from .startup_memory import timed_child
 
 __all__ = ["fidelity", "main", "peak_rss", "speed"]
 
@@ -104,7 +104,7 @@ def peak_rss(bundle: Path, jpeg: Path, variant: str | None, runs: int) -> dict[s
     samples: dict[tuple[str, str], list[int]] = {key: [] for key in children}
     for _ in range(runs):
         for key, argv in children.items():
-            samples[key].append(_timed_child(argv, env)[1])
+            samples[key].append(timed_child(argv, env)[1])
     result: dict[str, dict[str, float]] = {}
     for (what, mode), values in samples.items():
         result.setdefault(what, {})[mode] = statistics.median(values) / 2**20

@@ -33,7 +33,7 @@ from typing import Any
 
 from .machine import describe_machine, summary_line
 
-__all__ = ["main", "measure"]
+__all__ = ["main", "measure", "timed_child"]
 
 SIZES = {"1080p": (1920, 1080), "12mp": (4000, 3000)}
 WARM_RUNS = 3
@@ -72,7 +72,7 @@ def measure(bundle: Path, work: Path, *, runs: int, variant: str | None, trees: 
     """Figures for each source tree (None: the installed deepfake_edge), interleaved run by run."""
     images = {key: work / f"{key}.jpg" for key in SIZES}
     # Written by a child: Linux carries a process's peak RSS into the children it forks, so this
-    # process stays small (see _timed_child).
+    # process stays small (see timed_child).
     subprocess.run([sys.executable, "-m", __spec__.name if __spec__ else "deepfake_edge.benchmarks.startup_memory",
                     "--write-jpegs", str(work)], check=True, timeout=300)
     predict = [sys.executable, "-m", "deepfake_edge.cli", "predict", str(bundle), "--no-progress",
@@ -84,16 +84,16 @@ def measure(bundle: Path, work: Path, *, runs: int, variant: str | None, trees: 
     first: dict[str, float] = {}
     for name, src in trees.items():
         log(f"{name}: warming the file cache and the runtime's cache")
-        _timed_child([*predict, str(images["1080p"])], envs[name])
+        timed_child([*predict, str(images["1080p"])], envs[name])
         empty = Path(tempfile.mkdtemp(prefix="empty-cache-", dir=work))
-        first[name] = _timed_child([*predict, str(images["1080p"])], _env(src, empty))[0]
+        first[name] = timed_child([*predict, str(images["1080p"])], _env(src, empty))[0]
     for i in range(runs):
         for name in trees:
             row = rows[name]
             for key in SIZES:
-                wall, rss, cpu, _ = _timed_child([*predict, str(images[key])], envs[name])
+                wall, rss, cpu, _ = timed_child([*predict, str(images[key])], envs[name])
                 row[f"cold_{key}"].append({"wall_s": wall, "cpu_s": cpu, "rss_bytes": rss})
-            warm = json.loads(_timed_child(warm_argv, envs[name])[3].strip().splitlines()[-1])
+            warm = json.loads(timed_child(warm_argv, envs[name])[3].strip().splitlines()[-1])
             row["warm_1080p"].append(statistics.median(warm["times"]))
             row["variant"] = warm["variant"]
             log(f"round {i + 1}/{runs}, {name}: new process {row['cold_1080p'][-1]['wall_s']:.2f} s, "
@@ -116,7 +116,7 @@ def measure(bundle: Path, work: Path, *, runs: int, variant: str | None, trees: 
     return {"machine": describe_machine(), "bundle": str(bundle), "runs": runs, "trees": results}
 
 
-def _timed_child(argv: list[str], env: dict[str, str], timeout: float = 300.0) -> tuple[float, int, float, str]:
+def timed_child(argv: list[str], env: dict[str, str], timeout: float = 300.0) -> tuple[float, int, float, str]:
     """(wall seconds, peak RSS in bytes, CPU seconds, stdout) of one child, its rusage read with ``os.wait4``."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
