@@ -10,7 +10,9 @@ Modules, by concern:
 * ``onnx_export``: checkpoint loading, Optimum's SigLIP config, the fp32 export and its validation against torch;
 * ``recipes``: the recipe table and the recipes that drive a library (int8-ort, int8-static, int4, fp16);
 * ``int8``: our int8 recipes (int8, int8-ov);
+* ``calibration``: the one fp32 pass over the calibration images (reference logits, ranges, Hessians);
 * ``tuning``: their calibration-driven passes (smoothing, GPTQ, sensitivity, the search);
+* ``effort``: how hard the search looks (``--effort``), as data;
 * ``quantize``: the int8 graph rewrites (per-token, weights-only);
 * ``fusions``: attention and GELU fusion;
 * ``graph``: graph lookups, rewrites and probes shared by the passes;
