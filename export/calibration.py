@@ -9,15 +9,14 @@ every recipe.
 
 Smoothing only rescales a MatMul's input channels (``X / s``), so the Hessian of
 a smoothed graph follows from the unsmoothed one exactly: ``H / (s s^T)``
-(:meth:`CalibrationStats.hessians_for`). The graph fusions keep every weight
-MatMul and LayerNorm (names included), so statistics of the plain fp32 graph
-apply to the fused one.
+(:meth:`CalibrationStats.hessian`). The graph fusions keep every weight
+MatMul and LayerNorm (names included), so statistics collected on the fused
+graph (the faster one) apply to the plain one too.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +25,7 @@ import onnx
 from deepfake_edge.progress import progress
 from deepfake_edge.session import OUTPUT_NAME
 
-from .graph import iter_tensors
+from .graph import channel_max_abs, iter_tensors
 from .quantize import quantizable_matmuls
 
 __all__ = ["TOKENS_PER_IMAGE", "CalibrationStats", "collect_statistics"]
@@ -45,19 +44,15 @@ class CalibrationStats:
     ranges: dict[str, np.ndarray]         # every LayerNorm output -> per-channel max |x| (smoothing)
     hessians: dict[str, np.ndarray]       # MatMul node -> X^T X / n of its input, float32 (GPTQ)
 
-    def hessians_for(self, nodes: Sequence[str], scales: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Float64 Hessians of ``nodes`` after smoothing; ``scales``: node -> the scale its input was divided by."""
-        missing = [n for n in nodes if n not in self.hessians]
-        if missing:
-            raise KeyError(f"no calibration statistics for MatMuls {missing[:3]} (graph changed after collection)")
-        out = {}
-        for name in nodes:
-            h = self.hessians[name].astype(np.float64)
-            if name in scales:
-                s = scales[name].astype(np.float64)
-                h = h / np.outer(s, s)
-            out[name] = h
-        return out
+    def hessian(self, node: str, scale: np.ndarray | None = None) -> np.ndarray:
+        """Float64 Hessian of ``node``'s input, after smoothing divided that input by ``scale`` (if given)."""
+        if node not in self.hessians:
+            raise KeyError(f"no calibration statistics for MatMul {node!r} (graph changed after collection)")
+        h = self.hessians[node].astype(np.float64)
+        if scale is None:
+            return h
+        s = scale.astype(np.float64)
+        return h / np.outer(s, s)
 
 
 def _add_gram(acc: np.ndarray | None, x: np.ndarray) -> np.ndarray:
@@ -102,8 +97,7 @@ def collect_statistics(model: onnx.ModelProto, calibration: np.ndarray, *, hessi
     for values in progress(runs, total=len(calibration), desc="   fp32 statistics", enabled=show_progress):
         logits.append(values[OUTPUT_NAME][0])
         for name in norms:
-            value = values[name]
-            m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+            m = channel_max_abs(values[name])
             ranges[name] = m if name not in ranges else np.maximum(ranges[name], m)
         for name in inputs:
             x = values[name].reshape(-1, values[name].shape[-1])

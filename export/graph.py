@@ -148,11 +148,16 @@ def iter_tensors(
             yield dict(zip(names, values, strict=True))
 
 
+def channel_max_abs(value: np.ndarray) -> np.ndarray:
+    """Per-channel (last axis) max |value| over every other axis (images, tokens)."""
+    return np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+
+
 def capture_max_abs(model: onnx.ModelProto, names: Sequence[str], pixel_values: np.ndarray) -> dict[str, np.ndarray]:
     """Per-channel (last axis) max |value| of each tensor over all images and tokens."""
     out: dict[str, np.ndarray] = {}
     for values in iter_tensors(model, names, pixel_values):
         for name, value in values.items():
-            m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+            m = channel_max_abs(value)
             out[name] = m if name not in out else np.maximum(out[name], m)
     return out

@@ -30,7 +30,7 @@ from .bundle_writer import (
 from .calibration import collect_statistics
 from .effort import DEFAULT_EFFORT, EFFORTS
 from .errors import ExportError
-from .fidelity import FidelityBudget, compare, enforce, file_fidelity, run_per_image
+from .fidelity import FidelityBudget, compare, enforce, file_fidelity, run_per_image, spread_indices
 from .fusions import fuse_graph
 from .onnx_export import DEFAULT_ATOL, DEFAULT_TORCH_IMAGES, export_fp32, load_checkpoint, validate_export
 from .recipes import DEFAULT_VARIANT, DEFAULT_VARIANTS, RECIPES, BuildContext
@@ -135,7 +135,7 @@ def export_bundle(
             checkpoint = load_checkpoint(model, revision=revision)
         with _step(log, "exporting fp32 ONNX with Optimum"):
             fp32 = export_fp32(checkpoint, stage)
-        torch_count = len(images) if torch_images is None else min(torch_images, len(images))
+        torch_count = len(spread_indices(len(images), torch_images))  # the images validate_export checks
         with _step(log, f"validating fp32 ONNX on {len(images)} images (against torch on {torch_count})"):
             validation, pixel_values, reference = validate_export(checkpoint, fp32, stage / PREPROCESSOR_NAME, images,
                                                                   atol=atol, torch_images=torch_images)

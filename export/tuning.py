@@ -221,8 +221,7 @@ def gptq_weights(model: onnx.ModelProto, layernorms: list[SmoothedLayerNorm], st
         weight = numpy_helper.to_array(inits[node.input[1]])
         key = node.name.encode() + hashlib.blake2b(weight.tobytes(), digest_size=16).digest()
         if key not in memo.gptq:
-            hessian = stats.hessians_for([node.name], {node.name: scales[node.name]} if node.name in scales else {})
-            memo.gptq[key] = gptq_int8(weight, hessian[node.name])
+            memo.gptq[key] = gptq_int8(weight, stats.hessian(node.name, scales.get(node.name)))
         out[node.name] = memo.gptq[key]
     return out
 
@@ -296,7 +295,8 @@ def tune_weights(base: onnx.ModelProto, ctx: BuildContext, quantize: Quantize, r
         alpha = alphas[0]
         if memo.alpha is not None:
             ctx.log(f"   smoothing alpha={alpha} (chosen by the previous recipe)")
-    memo.alpha = alpha if memo.alpha is None else memo.alpha
+    if memo.alpha is None:
+        memo.alpha = alpha
     smoothed, layernorms = smooth_layernorms(base, stats.ranges, alpha=alpha)
     rounded = gptq_weights(smoothed, layernorms, stats, memo, show_progress=True)
     logits = run(quantize(smoothed, rounded), everything)

@@ -95,7 +95,7 @@ def test_one_statistics_pass_gives_what_each_pass_gave(fp32_model: onnx.ModelPro
     smoothed, layernorms = smooth_layernorms(fused, stats.ranges, alpha=0.65)
     scales = {node: ln.scale for ln in layernorms for node in ln.consumers}
     assert scales, "nothing was smoothed"
-    derived = stats.hessians_for([n.name for n in nodes], scales)
+    derived = {n.name: stats.hessian(n.name, scales.get(n.name)) for n in nodes}
     sums: dict[str, np.ndarray] = {}
     rows: dict[str, int] = {}
     inputs = sorted({n.input[0] for n in quantizable_matmuls(smoothed)})
