@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RACY_SECONDS", "cache_dir", "cached_directory", "file_sha256", "sha256_file", "storing_directory",
-           "write_atomic"]
+__all__ = ["RACY_SECONDS", "cache_dir", "cached_directory", "compiled_key", "file_sha256", "sha256_file",
+           "storing_directory", "write_atomic"]
 
 RACY_SECONDS = 2.0
 _VERSION = 1  # of the record layout; a change makes old records unreadable, hence ignored
@@ -115,6 +115,19 @@ def file_sha256(path: Path) -> str:
 
 # -- compiled models -------------------------------------------------------------------------------
 _RECORD = "record.json"
+
+
+def compiled_key(source_sha256: str, engine: str) -> str:
+    """Cache key of an engine's compiled form of a model (``engine``: its name, version and options).
+
+    The compiled graph may hold CPU-specific rewrites, hence the CPU architecture and flags too.
+    """
+    import platform
+
+    from .variant_choice import cpu_info
+
+    machine = f"{platform.machine()} {' '.join(sorted(cpu_info()[1]))}"
+    return hashlib.sha256(f"{source_sha256} {engine} {machine}".encode()).hexdigest()
 
 
 def _entry(kind: str, key: str) -> Path:

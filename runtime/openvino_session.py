@@ -79,8 +79,7 @@ class OpenVINOSession:
         if cache_key is None:
             self._compiled = _compile(core, path, config)
         else:
-            from .model_cache import cached_directory, storing_directory
-            from .session import compiled_key
+            from .model_cache import cached_directory, compiled_key, storing_directory
 
             # One directory per model, options and engine: whatever OpenVINO hashes, a blob never
             # serves another model, and our record catches a damaged one.

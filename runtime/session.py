@@ -8,7 +8,6 @@ same ``get_inputs``/``get_outputs``/``run`` methods.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from .errors import BundleError, BundleFileMissingError
 from .extras import require_extra
-from .model_cache import cached_directory, storing_directory
+from .model_cache import cached_directory, compiled_key, storing_directory
 
 __all__ = [
     "BACKENDS", "DEFAULT_PROVIDERS", "INPUT_NAME", "ORT_ERRORS", "OUTPUT_NAME", "create_session", "default_threads",
@@ -125,17 +124,6 @@ def _session(path: Path, options: ort.SessionOptions, providers: list[str]) -> o
 
 
 OPTIMIZED_MODEL, OPTIMIZED_DATA = "model.onnx", "model.data"
-
-
-def compiled_key(source_sha256: str, engine_version: str) -> str:
-    """Cache key of an engine's compiled form of a model: the compiled graph may hold
-    CPU-specific rewrites, hence the CPU architecture and flags beside the source and engine."""
-    import platform
-
-    from .variant_choice import cpu_info
-
-    machine = f"{platform.machine()} {' '.join(sorted(cpu_info()[1]))}"
-    return hashlib.sha256(f"{source_sha256} {engine_version} {machine}".encode()).hexdigest()
 
 
 def _cached_session(path: Path, source: str, options: ort.SessionOptions, providers: list[str]
