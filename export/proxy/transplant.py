@@ -47,9 +47,14 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from ..sample_images import NamedImage
 
-# DINOv2 was trained with ImageNet statistics, not SigLIP's 0.5/0.5.
+# DINOv2 was trained with ImageNet statistics, not SigLIP's 0.5/0.5. Other proxies ("siglip") see
+# inputs normalized as SigLIP checkpoints do: real weights still, a different activation spread.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+NORMALIZATIONS: dict[str, tuple[list[float], list[float]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "siglip": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+}
 
 ID2LABEL = {0: "fake", 1: "real"}
 LABEL2ID = {v: k for k, v in ID2LABEL.items()}
@@ -63,8 +68,8 @@ MAX_REL_ERROR = 1e-4
 MIN_MIRROR_COSINE = 0.9
 
 
-def make_config() -> SiglipConfig:
-    """A SiglipConfig whose vision tower has DINOv2-small's shape at 224 px."""
+def make_config(image_size: int = IMAGE_SIZE) -> SiglipConfig:
+    """A SiglipConfig whose vision tower has DINOv2-small's shape at ``image_size`` px (a multiple of 14)."""
     from transformers import SiglipConfig
 
     vision = {
@@ -74,7 +79,7 @@ def make_config() -> SiglipConfig:
         "num_attention_heads": NUM_HEADS,
         "num_channels": 3,
         "patch_size": PATCH_SIZE,
-        "image_size": IMAGE_SIZE,
+        "image_size": image_size,
         "hidden_act": "gelu",  # DINOv2 uses exact erf GELU (the graph has Erf), not SigLIP's tanh GELU
         "layer_norm_eps": LAYER_NORM_EPS,
         "attention_dropout": 0.0,
@@ -98,19 +103,20 @@ def make_config() -> SiglipConfig:
     )
 
 
-def make_image_processor() -> SiglipImageProcessor:
-    """SigLIP's plain squash-resize pipeline with DINOv2's (ImageNet) normalization."""
+def make_image_processor(image_size: int = IMAGE_SIZE, normalization: str = "imagenet") -> SiglipImageProcessor:
+    """SigLIP's plain squash-resize pipeline with DINOv2's (ImageNet) normalization, or ``NORMALIZATIONS``' other."""
     from transformers import SiglipImageProcessor
 
+    mean, std = NORMALIZATIONS[normalization]
     return SiglipImageProcessor(
         do_resize=True,
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"height": image_size, "width": image_size},
         resample=3,  # PIL bicubic
         do_rescale=True,
         rescale_factor=1 / 255,
         do_normalize=True,
-        image_mean=list(IMAGENET_MEAN),
-        image_std=list(IMAGENET_STD),
+        image_mean=list(mean),
+        image_std=list(std),
         do_convert_rgb=True,
     )
 
@@ -130,14 +136,14 @@ def interpolate_patch_positions(table: np.ndarray, grid: int = IMAGE_SIZE // PAT
     return out.permute(0, 2, 3, 1).reshape(grid * grid, d).contiguous().numpy()
 
 
-def siglip_state_dict(src: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def siglip_state_dict(src: dict[str, np.ndarray], image_size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
     """Map DINOv2 tensors to SiglipForImageClassification names (classifier excluded)."""
     out: dict[str, np.ndarray] = {}
     vm = "vision_model"
     out[f"{vm}.embeddings.patch_embedding.weight"] = src["backbone.embeddings.patch_embeddings.projection.weight"]
     out[f"{vm}.embeddings.patch_embedding.bias"] = src["backbone.embeddings.patch_embeddings.projection.bias"]
     out[f"{vm}.embeddings.position_embedding.weight"] = interpolate_patch_positions(
-        src["backbone.embeddings.patch_position_embeddings"]
+        src["backbone.embeddings.patch_position_embeddings"], image_size // PATCH_SIZE
     )
     for i in range(NUM_LAYERS):
         s, d = f"backbone.encoder.layer.{i}", f"{vm}.encoder.layers.{i}"
@@ -164,7 +170,7 @@ def siglip_state_dict(src: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def transplant(graph: DinoV2Graph, *, seed: int = 0) -> SiglipForImageClassification:
+def transplant(graph: DinoV2Graph, *, seed: int = 0, image_size: int = IMAGE_SIZE) -> SiglipForImageClassification:
     """A SiglipForImageClassification with every backbone tensor taken from the graph.
 
     The classifier is zeroed here (fitted later); ``strict=True`` proves no parameter
@@ -174,10 +180,10 @@ def transplant(graph: DinoV2Graph, *, seed: int = 0) -> SiglipForImageClassifica
     from transformers import SiglipForImageClassification
 
     torch.manual_seed(seed)  # construction draws random init; make even that reproducible
-    model = SiglipForImageClassification(make_config()).eval()
+    model = SiglipForImageClassification(make_config(image_size)).eval()
     state = {
         k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
-        for k, v in siglip_state_dict(graph.weights).items()
+        for k, v in siglip_state_dict(graph.weights, image_size).items()
     }
     state["classifier.weight"] = torch.zeros(len(ID2LABEL), HIDDEN_SIZE)
     state["classifier.bias"] = torch.zeros(len(ID2LABEL))
