@@ -43,8 +43,8 @@ def _mb(path: Path) -> float:
 
 # -- fidelity --------------------------------------------------------------------------
 def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int, seed: int = 1, *,
-             variants: list[str] | None = None, effort: str | None = None, bundle: Path | None = None
-             ) -> dict[str, Any]:
+             variants: list[str] | None = None, effort: str | None = None, bundle: Path | None = None,
+             crop_range: tuple[float, float] = (0.2, 0.9)) -> dict[str, Any]:
     """Export the proxy (``variants``, default every recipe; ``effort``) unless ``bundle`` is given, then compare."""
     from deepfake_edge import Detector
     from deepfake_edge.export import RECIPES, export_bundle
@@ -63,7 +63,7 @@ def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int
         export_bundle(str(checkpoint), bundle, variants=variants or list(RECIPES), overwrite=True,
                       **({"effort": effort} if effort else {}))
     manifest = Manifest.read(bundle / MANIFEST_NAME)
-    images = heldout_images(synthetic=synthetic, crops_per_photo=crops_per_photo, seed=seed)
+    images = heldout_images(synthetic=synthetic, crops_per_photo=crops_per_photo, seed=seed, crop_range=crop_range)
     names = [item.name for item in images]
     reference = Detector.load(bundle, "fp32")
     pixel_values = reference.preprocess([item.image for item in images])
@@ -87,14 +87,16 @@ def fidelity(out: Path, proxy: Path | None, crops_per_photo: int, synthetic: int
             "notes": {k: recipe[k] for k in ("smoothing_alpha", "weight_rounding", "excluded_nodes") if k in recipe},
         })
     p_fake = softmax(ref_logits)[:, reference.labels.index("fake")]
-    return {"images": len(images), "seed": seed, "checkpoint": str(checkpoint), "bundle": str(bundle), "rows": rows,
+    return {"images": len(images), "seed": seed, "crop_range": list(crop_range), "checkpoint": str(checkpoint),
+            "bundle": str(bundle), "rows": rows,
             "fp32_p_fake_quantiles": [float(q) for q in np.quantile(p_fake, [0, 0.1, 0.25, 0.5, 0.75, 0.9, 1])],
             "images_near_boundary": int(((p_fake > 0.4) & (p_fake < 0.6)).sum())}
 
 
 def fidelity_table(result: dict[str, Any]) -> str:
     lines = [
-        f"Real-weights proxy, {result['images']} held-out images (seed {result.get('seed', 1)}), each variant vs "
+        f"Real-weights proxy, {result['images']} held-out images (seed {result.get('seed', 1)}, crops "
+        f"{result.get('crop_range', [0.2, 0.9])} of each side), each variant vs "
         "fp32 ONNX, one image per run.",
         "",
         "| variant | file MB | label agreement (flips within 0.02) | max \\|ΔP(fake)\\| | p99 | mean \\|ΔP(fake)\\| "
@@ -250,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fidelity: measure this existing proxy bundle instead of exporting one")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the held-out crops and synthetic images (another seed: another held-out set)")
+    parser.add_argument("--crop-range", type=lambda text: tuple(float(v) for v in text.split(",")),
+                        default=(0.2, 0.9),
+                        metavar="LO,HI", help="held-out crops take LO-HI of each side (default 0.2,0.9)")
     args = parser.parse_args(argv)
     for option in ("threads", "runs"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
@@ -257,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what in ("fidelity", "all"):
         result = fidelity(args.out, args.proxy, args.crops_per_photo, args.synthetic, args.seed,
-                          variants=args.variants, effort=args.effort, bundle=args.bundle)
+                          variants=args.variants, effort=args.effort, bundle=args.bundle, crop_range=args.crop_range)
         (args.out / "fidelity.json").write_text(json.dumps(result, indent=2))
         (args.out / "fidelity.md").write_text(fidelity_table(result) + "\n")
         print(fidelity_table(result), flush=True)

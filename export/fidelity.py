@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,41 +85,58 @@ def compare(
         "mean_abs_dp": float(delta.mean()),
         "max_abs_logit_diff": float(np.abs(reference_logits - candidate_logits).max()),
         "boundary_max_abs_dp": float(boundary.max()),
+        "boundary_p99_abs_dp": float(np.percentile(boundary, 99)),
         "boundary_mean_abs_dp": float(boundary.mean()),
         "worst_image": names[worst],
     }
 
 
 # -- the budget --------------------------------------------------------------------------------
+# The gate needs enough images for a percentile to mean something: with 200, p99 ignores the worst two.
+MIN_GATE_IMAGES = 200
+# The int8 recipes tune until the calibration images meet the budget scaled by this: calibration photos
+# are more confident than the held-out mix, and a recipe tuned to just meet the budget there missed it on
+# held-out images of an unseen real-weights model (p99 0.039 against 0.02).
+TUNING_MARGIN = 0.5
+
+
 @dataclass(frozen=True)
 class FidelityBudget:
     """Limits on how far a variant may move from fp32 (measured one image per run).
 
-    Defaults come from the product's promise: the int8 detector must keep the
-    fp32 detector's judgement on practically every image.
+    The gate judges the bulk, not the single worst image: p99 and mean |dP| over at least
+    :data:`MIN_GATE_IMAGES` held-out images, and no label flip beyond ``FLIP_MARGIN`` of the threshold
+    (``min_agreement`` is the agreement on those clear images). ``max_abs_dp`` is reported always and
+    gated only when set.
     """
 
-    min_agreement: float = 0.995
-    max_abs_dp: float = 0.03
+    min_agreement: float = 1.0
+    p99_abs_dp: float = 0.02
     mean_abs_dp: float = 0.0025
+    max_abs_dp: float | None = None  # (the runtime's copy, for old bundles: variant_choice.DEFAULT_BUDGET)
 
     def misses(self, fidelity: dict[str, Any]) -> list[str]:
-        """Human-readable list of the limits ``fidelity`` breaks (empty when within budget).
-
-        Agreement is judged on the images fp32 does not place within ``FLIP_MARGIN`` of the threshold.
-        """
+        """Human-readable list of the limits ``fidelity`` breaks (empty when within budget)."""
         out = []
         agreement = agreement_judged(fidelity)
         if agreement < self.min_agreement:
-            out.append(f"label agreement {agreement:.2%} < {self.min_agreement:.2%} "
-                       f"(flips beyond {FLIP_MARGIN} of the threshold)")
-        if fidelity["max_abs_dp"] > self.max_abs_dp:
-            out.append(f"max |dP| {fidelity['max_abs_dp']:.4f} > {self.max_abs_dp:g}")
+            flips = fidelity["flips"] - fidelity.get("flips_within_margin", 0)
+            out.append(f"{flips} label flip(s) beyond {FLIP_MARGIN} of the threshold "
+                       f"(agreement {agreement:.2%} < {self.min_agreement:.2%})")
+        if fidelity["p99_abs_dp"] > self.p99_abs_dp:
+            out.append(f"p99 |dP| {fidelity['p99_abs_dp']:.4f} > {self.p99_abs_dp:g}")
         if fidelity["mean_abs_dp"] > self.mean_abs_dp:
             out.append(f"mean |dP| {fidelity['mean_abs_dp']:.5f} > {self.mean_abs_dp:g}")
+        if self.max_abs_dp is not None and fidelity["max_abs_dp"] > self.max_abs_dp:
+            out.append(f"max |dP| {fidelity['max_abs_dp']:.4f} > {self.max_abs_dp:g}")
         return out
 
-    def to_dict(self) -> dict[str, float]:
+    def scaled(self, factor: float) -> FidelityBudget:
+        """The same budget with every |dP| limit times ``factor`` (the recipes' tuning target)."""
+        return replace(self, p99_abs_dp=self.p99_abs_dp * factor, mean_abs_dp=self.mean_abs_dp * factor,
+                       max_abs_dp=None if self.max_abs_dp is None else self.max_abs_dp * factor)
+
+    def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
 
 
@@ -165,21 +182,25 @@ def calibration_fidelity(model: onnx.ModelProto, ctx: BuildContext) -> dict[str,
 
 
 def budget_score(fidelity: dict[str, Any], budget: FidelityBudget) -> float:
-    """One number to rank candidates: the worst ratio to the budget (lower is better).
+    """One number to rank candidates (lower is better): the geometric mean of the p99 and mean ratios
+    to the budget, plus the share of flips beyond the margin over the share allowed.
 
     It uses the *boundary* |dP| figures (see :func:`compare`): calibration
     photos are often classified with confidence, where |dP| hides logit error,
-    while the held-out images that matter sit near the decision boundary.
+    while the held-out images that matter sit near the decision boundary. The
+    geometric mean weighs both figures alike, so a candidate cannot win on a 1 %
+    lower mean with a 50 % worse tail.
     """
     disagreement = 1.0 - agreement_judged(fidelity)
-    allowed = max(1.0 - budget.min_agreement, 1e-9)
-    return max(fidelity["boundary_max_abs_dp"] / max(budget.max_abs_dp, 1e-12),
-               fidelity["boundary_mean_abs_dp"] / max(budget.mean_abs_dp, 1e-12),
-               disagreement / allowed)
+    allowed = max(1.0 - budget.min_agreement, 0.005)
+    p99 = fidelity["boundary_p99_abs_dp"] / max(budget.p99_abs_dp, 1e-12)
+    mean = fidelity["boundary_mean_abs_dp"] / max(budget.mean_abs_dp, 1e-12)
+    return float(np.sqrt(p99 * mean)) + disagreement / allowed
 
 
 def summary(fidelity: dict[str, Any]) -> str:
     """The figures a tuning step logs for each candidate."""
     flips = f"; {fidelity['flips']} flip(s)" if fidelity.get("flips") else ""
-    return (f"max |dP| {fidelity['max_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f}{flips}; "
-            f"at the boundary: max {fidelity['boundary_max_abs_dp']:.4f}, mean {fidelity['boundary_mean_abs_dp']:.5f}")
+    return (f"p99 |dP| {fidelity['p99_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f}, "
+            f"max {fidelity['max_abs_dp']:.4f}{flips}; at the boundary: p99 {fidelity['boundary_p99_abs_dp']:.4f}, "
+            f"mean {fidelity['boundary_mean_abs_dp']:.5f}")

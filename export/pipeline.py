@@ -16,9 +16,10 @@ import onnx
 
 from deepfake_edge.bundle import CONFIG_NAME, PREPROCESSOR_NAME
 from deepfake_edge.labels import read_labels
-from deepfake_edge.manifest import Decision, Manifest
+from deepfake_edge.manifest import Decision, Manifest, Variant
 from deepfake_edge.preprocess import PreprocessConfig, preprocess
 from deepfake_edge.session import require_backend
+from deepfake_edge.variant_choice import Machine, choose_variant
 
 from . import DEFAULT_MODEL
 from .bundle_writer import (
@@ -29,15 +30,23 @@ from .bundle_writer import (
 )
 from .calibration import collect_statistics
 from .effort import DEFAULT_EFFORT, EFFORTS
-from .errors import ExportError
-from .fidelity import FidelityBudget, compare, enforce, file_fidelity, run_per_image, spread_indices
+from .errors import ExportError, FidelityBudgetError
+from .fidelity import (
+    MIN_GATE_IMAGES,
+    TUNING_MARGIN,
+    FidelityBudget,
+    compare,
+    file_fidelity,
+    run_per_image,
+    spread_indices,
+)
 from .fusions import fuse_graph
 from .onnx_export import DEFAULT_ATOL, DEFAULT_TORCH_IMAGES, export_fp32, load_checkpoint, validate_export
-from .recipes import DEFAULT_VARIANT, DEFAULT_VARIANTS, RECIPES, BuildContext
+from .recipes import DEFAULT_VARIANT, DEFAULT_VARIANTS, RECIPES, BuildContext, Recipe
 from .sample_images import (
     NamedImage,
     calibration_images,
-    heldout_images,
+    gate_images,
     load_directory,
 )
 from .tuning import TuningMemo
@@ -123,7 +132,7 @@ def export_bundle(
     default = default_variant or (DEFAULT_VARIANT if DEFAULT_VARIANT in names else names[-1])
     if default not in names:
         raise ExportError(f"default variant {default!r} is not among the variants built: {names}")
-    images = validation_images if validation_images is not None else heldout_images()
+    images = validation_images if validation_images is not None else gate_images()
     if not images:
         raise ExportError("no validation images available (install the [export] extra)")
     calibration = (load_directory(Path(calibration_dir), limit=calibration_limit) if calibration_dir
@@ -159,39 +168,24 @@ def export_bundle(
             del fused
         memo = TuningMemo()
         entries = {"fp32": variant_entry(stage, RECIPES["fp32"], {}, None)}
-        budget_report: dict[str, dict[str, object]] = {}
+        gate: dict[str, dict[str, object]] = {}
         for name in names[1:]:
             recipe = RECIPES[name]
             ctx = BuildContext(
                 fp32=fp32, out=stage / recipe.file, calibration=calib_values,
                 calibration_names=[item.name for item in calibration], stats=stats,
-                labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size, budget=budget,
-                tune=tune, effort=EFFORTS[effort], memo=memo, keep_fp32=keep_fp32, log=log,
+                labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size,
+                budget=budget.scaled(TUNING_MARGIN), tune=tune, effort=EFFORTS[effort], memo=memo,
+                keep_fp32=keep_fp32, log=log,
             )
-            with _step(log, f"building {name}"):
-                built = recipe.build(ctx)
-            with _step(log, f"measuring {name} fidelity against fp32 on held-out images"):
-                logits = run_per_image(ctx.out, pixel_values, backend=recipe.backend,
-                                       backend_options=recipe.backend_options)
-                fidelity = compare(reference, logits, names_seen, labels, positive)
-            log(
-                f"   {name}: agreement {fidelity['label_agreement']:.1%} ({fidelity['flips_within_margin']} of "
-                f"{fidelity['flips']} flips within {fidelity['flip_margin']} of the threshold), max |dP| "
-                f"{fidelity['max_abs_dp']:.4f}, p99 {fidelity['p99_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f} "
-                "(held-out)"
-            )
-            if recipe.gated and tune:
-                on_calibration = built.get("calibration_fidelity") or file_fidelity(
-                    ctx.out, ctx, backend=recipe.backend, backend_options=recipe.backend_options)
-                met = enforce(name, on_calibration, budget, where="calibration", strict=strict, log=log)
-                held_out_met = enforce(name, fidelity, budget, where="held-out", strict=False, log=log)
-                budget_report[name] = {"budget": budget.to_dict(), "met_on_calibration": met,
-                                       "met_on_held_out": held_out_met}
-            entries[name] = variant_entry(stage, recipe, built, fidelity)
+            entries[name], record = _build_variant(recipe, ctx, pixel_values, reference, names_seen, budget, log)
+            if record is not None:
+                gate[name] = record
+        validation["image_names"] = names_seen
         validation["image_names"] = names_seen
         validation["calibration_image_names"] = [item.name for item in calibration]
         validation["calibration_source"] = str(calibration_dir) if calibration_dir else "shipped FIT photos + synthetic"
-        validation["fidelity_budget"] = budget_report
+        validation["fidelity_budget"] = gate
         manifest = Manifest(
             source=source,
             default_variant=default,
@@ -201,6 +195,50 @@ def export_bundle(
             versions=package_versions(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
+        _report_gate(gate, strict=strict, log=log)
         write_manifest(stage, manifest)
     log(f"bundle written to {Path(out_dir).resolve()} (default variant: {default})")
+    auto = choose_variant(manifest, Machine.detect())
+    log(f"variant auto on this machine: {auto.variant} ({auto.reason})")
     return manifest
+
+
+def _build_variant(recipe: Recipe, ctx: BuildContext, pixel_values: np.ndarray, reference: np.ndarray,
+                   names: list[str], budget: FidelityBudget, log: Log) -> tuple[Variant, dict[str, object] | None]:
+    """Build one recipe, measure it on the held-out images, and judge it (gated recipes, when tuned).
+
+    The gate is the held-out images' fidelity against ``budget``; the recipe tuned against
+    ``ctx.budget`` (tighter) on the calibration images, which it records as its tuning target.
+    """
+    with _step(log, f"building {recipe.name}"):
+        built = recipe.build(ctx)
+    with _step(log, f"measuring {recipe.name} fidelity against fp32 on {len(names)} held-out images"):
+        logits = run_per_image(ctx.out, pixel_values, backend=recipe.backend, backend_options=recipe.backend_options)
+        fidelity = compare(reference, logits, names, ctx.labels, ctx.positive)
+    log(f"   {recipe.name}: p99 |dP| {fidelity['p99_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f}, "
+        f"max {fidelity['max_abs_dp']:.4f}; agreement {fidelity['label_agreement']:.1%} "
+        f"({fidelity['flips_within_margin']} of {fidelity['flips']} flips within {fidelity['flip_margin']} "
+        "of the threshold) (held-out)")
+    record: dict[str, object] | None = None
+    if recipe.gated and ctx.tune:
+        on_calibration = built.get("calibration_fidelity") or file_fidelity(
+            ctx.out, ctx, backend=recipe.backend, backend_options=recipe.backend_options)
+        misses = budget.misses(fidelity)
+        record = {"budget": budget.to_dict(), "judged_on": "held_out", "held_out_images": len(names),
+                  "met_on_held_out": not misses, "misses": misses,
+                  "tuning_target": ctx.budget.to_dict(),
+                  "met_tuning_target_on_calibration": not ctx.budget.misses(on_calibration)}
+        if len(names) < MIN_GATE_IMAGES:
+            log(f"   note: {recipe.name} is judged on {len(names)} held-out images, fewer than the "
+                f"{MIN_GATE_IMAGES} the gate's p99 is meant for")
+    return variant_entry(ctx.out.parent, recipe, built, fidelity), record
+
+
+def _report_gate(gate: dict[str, dict[str, object]], *, strict: bool, log: Log) -> None:
+    """Say which gated variants missed the held-out budget; under ``strict`` that fails the export."""
+    failed = {name: record["misses"] for name, record in gate.items() if not record["met_on_held_out"]}
+    for name, misses in failed.items():
+        message = f"{name} misses its fidelity budget on the held-out images: " + "; ".join(misses)  # type: ignore[arg-type]
+        if strict:
+            raise FidelityBudgetError(message + " (--strict)")
+        log("!! WARNING: " + message + "; variant auto will not run it")

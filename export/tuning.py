@@ -57,7 +57,8 @@ from .quantize import quantizable_matmuls, quantize_weight
 if TYPE_CHECKING:
     from .recipes import BuildContext
 
-_REPORTED = ("max_abs_dp", "p99_abs_dp", "mean_abs_dp", "boundary_max_abs_dp", "boundary_mean_abs_dp",
+_REPORTED = ("max_abs_dp", "p99_abs_dp", "mean_abs_dp", "boundary_max_abs_dp", "boundary_p99_abs_dp",
+             "boundary_mean_abs_dp",
              "label_agreement", "agreement_beyond_margin")
 DAMP = 0.01  # fraction of mean(diag(H)) added to the diagonal for a stable inverse
 # Rows rounded one by one before their error is pushed onto the rest of the weight with one GEMM.

@@ -96,8 +96,9 @@ def test_sizes_shrink(full_bundle: Path) -> None:
 def test_strict_fails_on_an_impossible_budget(binary_checkpoint: Path, tmp_path: Path) -> None:
     from deepfake_edge.export import FidelityBudget, FidelityBudgetError, export_bundle
 
-    impossible = FidelityBudget(min_agreement=1.0, max_abs_dp=0.0, mean_abs_dp=0.0)
-    with pytest.raises(FidelityBudgetError, match=r"int8 misses its fidelity budget.*max \|dP\|"):
+    impossible = FidelityBudget(min_agreement=1.0, p99_abs_dp=0.0, mean_abs_dp=0.0, max_abs_dp=0.0)
+    with pytest.raises(FidelityBudgetError,
+                       match=r"int8 misses its fidelity budget on the held-out images.*p99 \|dP\|"):
         export_bundle(str(binary_checkpoint), tmp_path / "b", variants=["fp32", "int8"], budget=impossible,
                       strict=True, calibration_limit=6, log=lambda _m: None)
     assert not (tmp_path / "b").exists()
@@ -106,8 +107,12 @@ def test_strict_fails_on_an_impossible_budget(binary_checkpoint: Path, tmp_path:
     export_bundle(str(binary_checkpoint), tmp_path / "b", variants=["fp32", "int8"], budget=impossible,
                   calibration_limit=6, log=messages.append)
     assert any("WARNING: int8 misses its fidelity budget" in m for m in messages)
+    # the export's last word names what auto runs instead, and why
+    assert "variant auto on this machine: fp32" in messages[-1] and "int8: missed" in messages[-1], messages[-1]
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["validation"]["fidelity_budget"]["int8"]["met_on_calibration"] is False
+    record = manifest["validation"]["fidelity_budget"]["int8"]
+    assert record["met_on_held_out"] is False and record["judged_on"] == "held_out"
+    assert record["met_tuning_target_on_calibration"] is False
     excluded = manifest["variants"]["int8"]["recipe"]["excluded_nodes"]
     assert excluded, "the sensitivity search should have kept layers fp32"
 
@@ -204,6 +209,50 @@ def test_per_token_matmul_matches_a_numpy_reference() -> None:
     # and per-token scales make each row independent of the others in the batch
     alone = session.run(None, {"x": x[1:2]})[0]
     np.testing.assert_array_equal(alone[0], got[1])
+
+
+def test_one_sided_inputs_are_quantized_centred() -> None:
+    """A GELU output feeding a MatMul gets a per-token zero point: compared with numpy's centred int8 arithmetic,
+    and closer to fp32 than the symmetric quantization the same graph gets with ``centre=False``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deepfake_edge.export.graph import MS_DOMAIN
+    from deepfake_edge.export.quantize import quantize_per_token
+
+    rng = np.random.default_rng(1)
+    k, n = 64, 24
+    w = rng.normal(size=(k, n)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gelu", ["x"], ["g"], domain=MS_DOMAIN, name="gelu"),
+         helper.make_node("MatMul", ["g", "w"], ["y"], name="mm")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 9, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(MS_DOMAIN, 1)])
+    x = (rng.normal(size=(2, 9, k)) * rng.uniform(0.5, 4, size=(2, 9, 1))).astype(np.float32)
+    gelu = ort.InferenceSession(helper.make_model(helper.make_graph(
+        graph.node[:1], "gelu", graph.input, [helper.make_tensor_value_info("g", TensorProto.FLOAT, None)]),
+        opset_imports=model.opset_import).SerializeToString(), providers=["CPUExecutionProvider"])
+    g = gelu.run(None, {"x": x})[0].astype(np.float64)
+    assert g.min() > -0.2 and g.max() > 1  # one-sided, as GELU outputs are
+
+    def run(centre: bool) -> np.ndarray:
+        quantized, done = quantize_per_token(model, centre=centre)
+        assert [d.name for d in done] == ["mm"]
+        ops = {node.op_type for node in quantized.graph.node}
+        assert ("ReduceMin" in ops) is centre
+        session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0]
+
+    w_scale = np.abs(w).max(0) / 127
+    w_dq = np.rint(w / w_scale) * w_scale
+    hi, lo = g.max(-1, keepdims=True), g.min(-1, keepdims=True)
+    scale = np.maximum(hi - lo, np.abs(hi + lo)) / 254
+    shift = np.rint((hi + lo) / 2 / scale) * scale
+    reference = (np.clip(np.rint((g - shift) / scale), -128, 127) * scale + shift) @ w_dq
+    centred, symmetric, exact = run(True), run(False), g @ w_dq  # the activations' error alone
+    assert np.abs(centred - reference).max() < 1e-4 * np.abs(reference).max()
+    assert np.abs(centred - exact).mean() < 0.7 * np.abs(symmetric - exact).mean()
 
 
 def test_keep_fp32_leaves_the_most_sensitive_matmuls_unquantized(binary_checkpoint: Path, tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from ..export import DEFAULT_MODEL
 from ..export.effort import DEFAULT_EFFORT, EFFORTS
 from ..extras import require_extra
-from .common import EXIT_OK, names, positive_int
+from ..variant_choice import DEFAULT_BUDGET
+from .common import EXIT_OK, names, non_negative_float, positive_int, probability
 
 HELP = "export a SigLIP classifier to a quantized ONNX bundle (needs the [export] extra)"
 DESCRIPTION = """\
@@ -32,9 +33,14 @@ Recipes (--variants):
   int4         4-bit block-wise weights (MatMulNBits): smallest file
   fp16         for GPU execution providers (CUDA, DirectML); SLOWER than fp32 on CPU
 
-Fidelity budget (gated int8 recipes, measured on the calibration images):
-  label agreement >= 99.5%, max |dP| <= 0.03, mean |dP| <= 0.0025 by default.
-  A miss is reported loudly; --strict turns it into a failed export (exit 4).
+Fidelity gate (gated int8 recipes): each is measured against fp32 on 208
+held-out images (shipped photos, their crops, synthetic images; never tuned on):
+p99 |dP| <= 0.02, mean |dP| <= 0.0025 and no label flip of an image fp32 places
+beyond 0.02 of the threshold, by default; max |dP| is reported, not judged.
+The recipes tune on the calibration images against half those limits. A miss is
+reported loudly and the variant "auto" will not run that variant; --strict
+turns a miss into a failed export (exit 4). The export's last line says which
+variant "auto" runs on this machine, and why.
 
 Needs: pip install 'deepfake-edge[export]'  (install torch==2.13.0 CPU first)."""
 
@@ -68,9 +74,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "fidelity, slower (default 0: only as many as the fidelity budget needs)")
     parser.add_argument("--strict", action="store_true",
                         help="fail the export when a variant misses its fidelity budget")
-    parser.add_argument("--budget-agreement", type=float, default=0.995, help="min label agreement (default 0.995)")
-    parser.add_argument("--budget-max-dp", type=float, default=0.03, help="max |dP| (default 0.03)")
-    parser.add_argument("--budget-mean-dp", type=float, default=0.0025, help="max mean |dP| (default 0.0025)")
+    parser.add_argument("--budget-agreement", type=probability, default=DEFAULT_BUDGET["min_agreement"],
+                        help="min label agreement on the images fp32 places beyond 0.02 of the threshold "
+                             "(default %(default)s: no such flip)")
+    parser.add_argument("--budget-p99-dp", type=non_negative_float, default=DEFAULT_BUDGET["p99_abs_dp"],
+                        help="max p99 |dP| over the held-out images (default %(default)s)")
+    parser.add_argument("--budget-mean-dp", type=non_negative_float, default=DEFAULT_BUDGET["mean_abs_dp"],
+                        help="max mean |dP| (default %(default)s)")
+    parser.add_argument("--budget-max-dp", type=non_negative_float, default=DEFAULT_BUDGET["max_abs_dp"],
+                        help="max |dP| of the single worst image (default: reported, not judged)")
 
 
 
@@ -79,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from ..export import FidelityBudget, export_bundle, quiet_third_party_logs
 
     quiet_third_party_logs()
-    budget = FidelityBudget(args.budget_agreement, args.budget_max_dp, args.budget_mean_dp)
+    budget = FidelityBudget(min_agreement=args.budget_agreement, p99_abs_dp=args.budget_p99_dp,
+                            mean_abs_dp=args.budget_mean_dp, max_abs_dp=args.budget_max_dp)
     chosen = {"variants": args.variants} if args.variants else {}  # else the export's default list
     export_bundle(args.model, args.out_dir, **chosen, default_variant=args.default_variant,
                   revision=args.revision, atol=args.atol, overwrite=args.overwrite,
