@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ..apikeys import ApiKeys
 from .auth_options import add_auth_options, api_keys_from, describe_keys, is_loopback
@@ -43,18 +44,28 @@ def demo_keys(args: argparse.Namespace) -> ApiKeys | None:
     return keys
 
 
+def launch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Gradio's ``launch()`` keywords: the address, and ``auth`` with the keys when bound beyond loopback.
+
+    Raises ``CredentialError`` for a refused key file.
+    """
+    from ..demo import AUTH_MESSAGE, gradio_auth
+
+    auth = gradio_auth(demo_keys(args))
+    return {"server_name": args.host, "server_port": args.port, "share": False, "show_error": True,
+            "auth": auth, "auth_message": AUTH_MESSAGE if auth else None}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..extras import require_extra
 
     require_extra("demo")  # ExtraNotInstalledError -> exit 3, before the model is loaded
-    from ..demo import AUTH_MESSAGE, build_demo, gradio_auth
+    from ..demo import build_demo
 
     try:
-        auth = gradio_auth(demo_keys(args))
+        options = launch_options(args)
     except ValueError as exc:  # CredentialError: names the file and the fix, never a key
         print(f"deepfake-edge demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    detector = load_detector(args)
-    build_demo(detector).launch(server_name=args.host, server_port=args.port, share=False, show_error=True,
-                                auth=auth, auth_message=AUTH_MESSAGE if auth else None)
+    build_demo(load_detector(args)).launch(**options)
     return EXIT_OK
