@@ -135,7 +135,9 @@ def test_ten_wrong_keys_lock_out_that_address_only_until_the_window_passes(fp32:
                          transport=httpx.HTTPTransport(local_address="127.0.0.2")) as neighbour:
         wait_ready(server.url)
         for attempt in range(10):
-            guess = attacker.get("/v1/info", headers={"authorization": f"Bearer wrong-guess-number-{attempt:04d}"})
+            # claiming other addresses does not help: X-Forwarded-For is ignored without --behind-proxy
+            guess = attacker.get("/v1/info", headers={"authorization": f"Bearer wrong-guess-number-{attempt:04d}",
+                                                      "x-forwarded-for": f"10.0.0.{attempt}"})
             assert guess.status_code == 401
             if attempt == 8:  # no key at all is not a guess: these do not count
                 assert all(attacker.get("/v1/info").status_code == 401 for _ in range(5))
@@ -151,6 +153,18 @@ def test_ten_wrong_keys_lock_out_that_address_only_until_the_window_passes(fp32:
         counts = neighbour.get("/metrics").text
     assert 'deepfake_edge_auth_failures_total{reason="wrong"} 11.0' in counts
     assert 'deepfake_edge_auth_failures_total{reason="locked_out"} 1.0' in counts
+
+
+def test_behind_a_proxy_the_lockout_counts_forwarded_clients(fp32: Detector) -> None:
+    with ServerThread(create_app(fp32, FAST, api_keys=KEYS), proxy_headers=True) as server, \
+            httpx.Client(base_url=server.url, timeout=10) as proxy:  # a proxy on loopback, forwarding two clients
+        wait_ready(server.url)
+        for attempt in range(10):
+            assert proxy.get("/v1/info", headers={"authorization": f"Bearer wrong-guess-number-{attempt:04d}",
+                                                  "x-forwarded-for": "192.0.2.66"}).status_code == 401
+        locked = proxy.get("/v1/info", headers={**AUTH, "x-forwarded-for": "192.0.2.66"})
+        assert locked.status_code == 429 and "192.0.2.66" in locked.json()["message"]
+        assert proxy.get("/v1/info", headers={**AUTH, "x-forwarded-for": "192.0.2.7"}).status_code == 200
 
 
 def test_failure_window_slides_and_memory_stays_bounded() -> None:

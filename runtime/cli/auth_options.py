@@ -32,6 +32,10 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
                         help="serve HTTPS with this PEM certificate (chain); needs --tls-key")
     parser.add_argument("--tls-key", type=Path, metavar="FILE",
                         help="the certificate's PEM private key (unencrypted; must be private: chmod 600)")
+    parser.add_argument("--behind-proxy", action="store_true",
+                        help="trust X-Forwarded-For from a reverse proxy on this machine (127.0.0.1, or "
+                             "$FORWARDED_ALLOW_IPS), so the failed-key lockout counts real client addresses; "
+                             "off by default, so no client can claim another's address")
 
 
 def api_keys_from(args: argparse.Namespace) -> ApiKeys | None:

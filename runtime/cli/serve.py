@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms, "max_queue": config.max_queue,
     }})
     serve(create_app(detector, config, api_keys=api_keys), host=args.host, port=args.port, log_level=args.log_level,
-          ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None,
+          ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None, proxy_headers=args.behind_proxy,
           # in-flight requests get their full deadline (plus upload time) to finish on shutdown
           graceful_timeout_s=config.timeout_s + 5, max_connections=args.max_connections)
     return EXIT_OK

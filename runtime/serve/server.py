@@ -24,8 +24,13 @@ def uvicorn_config(
     log_level: str = "info",
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
+    proxy_headers: bool = False,
 ) -> uvicorn.Config:
     """uvicorn settings for the service; HTTPS when ``ssl_certfile`` and ``ssl_keyfile`` are given.
+
+    ``X-Forwarded-For`` is ignored unless ``proxy_headers``: otherwise any local
+    process could claim another client address and dodge the failed-key lockout.
+    With it, uvicorn trusts the header from 127.0.0.1 (or ``$FORWARDED_ALLOW_IPS``).
 
     uvicorn's own access log is off: the app writes structured JSON lines
     instead. On SIGTERM/SIGINT uvicorn stops accepting, waits up to
@@ -44,6 +49,7 @@ def uvicorn_config(
         server_header=False,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        proxy_headers=proxy_headers,
     )
 
 
