@@ -94,7 +94,8 @@ def test_key_file_env_and_tls_and_no_key_in_any_channel(binary_bundle: Path, fp3
     cert.private_key_pem.write_to_path(str(tls_key))
     trusting = ssl.create_default_context()
     ca.configure_trust(trusting)
-    args = ["--api-key-file", str(keyfile), "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tls_key)]
+    args = ["--api-key-file", str(keyfile), "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tls_key),
+            "--log-level", "debug"]  # the most verbose logs, and still no key
     responses: list[httpx.Response] = []
     data = photos[0][1]
     env = _clean_env(tmp_path, **{ENV_VAR: in_env})
