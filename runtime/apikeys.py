@@ -34,6 +34,7 @@ MIN_KEY_LENGTH = 16
 # RFC 6750's b64token: the characters a bearer token may hold, so every key can be sent as one.
 _KEY_SYNTAX = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _KEY_BYTES = 32  # 256 bits from the OS's CSPRNG
+_MAX_FILE_BYTES = 1 << 20
 _FILE_HEADER = (
     "# deepfake-edge API keys: one per line; lines starting with # are comments.\n"
     "# Send one as 'Authorization: Bearer <key>'. Add a line to add a key, delete one to revoke it;\n"
@@ -92,9 +93,12 @@ def read_key_file(path: str | os.PathLike[str]) -> list[str]:
     with os.fdopen(fd, "rb") as file:
         check_private_file(location, os.fstat(file.fileno()), "API key file")  # the file read, not its name
         try:
-            text = file.read(1 << 20).decode("utf-8")
+            data = file.read(_MAX_FILE_BYTES + 1)
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CredentialError(str(location), f"cannot read the API key file ({exc})") from None
+    if len(data) > _MAX_FILE_BYTES:  # never cut a key in two and accept the half
+        raise CredentialError(str(location), f"the API key file is larger than {_MAX_FILE_BYTES:,} bytes")
     lines = (line.strip() for line in text.splitlines())
     keys = _parse_keys((line for line in lines if line and not line.startswith("#")), str(location))
     if not keys:
@@ -174,7 +178,11 @@ def load_api_keys(key_file: str | os.PathLike[str] | None = None,
     if keys:
         path = Path(key_file) if key_file is not None else None
         return ApiKeys(" and ".join(origins), tuple(key.encode("ascii") for key in keys), path)
-    default = default_key_file(env)
+    try:
+        default = default_key_file(env)
+    except (RuntimeError, KeyError):  # no home directory to be found (a bare container user)
+        raise CredentialError("API keys", f"no home directory for the key file; give one with --api-key-file "
+                                          f"or set {ENV_VAR}") from None
     try:
         generated = _create_key_file(default)
     except OSError as exc:

@@ -7,7 +7,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from ..apikeys import ENV_VAR, ApiKeys, check_private_file, default_key_file, load_api_keys
+from ..apikeys import ENV_VAR, ApiKeys, check_private_file, load_api_keys
 from ..errors import CredentialError
 
 __all__ = ["add_auth_options", "add_tls_options", "api_keys_from", "describe_keys", "is_loopback", "tls_files_from"]
@@ -20,8 +20,9 @@ def add_auth_options(parser: argparse.ArgumentParser, *, applies: str) -> None:
         "--api-key-file", type=Path, metavar="PATH",
         help=f"API keys, one per line ('#' comments), {applies}. The file must be private (chmod 600), as ssh "
              f"requires of a key. Keys also come from the environment variable {ENV_VAR} (comma-separated). "
-             f"With neither, the first start writes a random key to {default_key_file()} (mode 0600) and later "
-             "starts reuse it; the path, never the key, is printed on stderr",
+             "With neither, the first start writes a random key to $XDG_STATE_HOME/deepfake-edge/api-keys "
+             "(default ~/.local/state/deepfake-edge/api-keys, mode 0600) and later starts reuse it; the path, "
+             "never the key, is printed on stderr",
     )
     group.add_argument("--no-auth", action="store_true",
                        help="no API key at all: anyone who reaches the port can use it (one warning line says so)")
