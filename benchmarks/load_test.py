@@ -39,11 +39,15 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfake_edge.apikeys import ENV_VAR, generate_key
 from deepfake_edge.export.sample_images import synthetic_image
 
 __all__ = ["PhaseResult", "main", "run_clients", "synthetic_jpeg"]
 
 EXIT_OK, EXIT_ERRORS = 0, 1
+# The server runs as users run it, with authentication on: a fresh key, given through the environment.
+_KEY = generate_key()
+_AUTH = {"Authorization": f"Bearer {_KEY}"}
 
 
 # -- the request body ------------------------------------------------------------
@@ -64,7 +68,7 @@ def _free_port() -> int:
 def _get(host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=_AUTH)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -79,7 +83,8 @@ def spawned_server(
     host, port = "127.0.0.1", _free_port()
     command = [sys.executable, "-m", "deepfake_edge.cli", "serve", str(bundle), "--host", host, "--port", str(port),
                "--log-level", "warning", *serve_args]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, ENV_VAR: _KEY})
     try:
         deadline = time.monotonic() + startup_timeout_s
         while True:
@@ -161,7 +166,7 @@ def run_clients(host: str, port: int, body: bytes, *, clients: int, requests: in
             while next(counter) < requests and time.monotonic() < deadline:
                 started = time.perf_counter()
                 try:
-                    conn.request("POST", "/v1/classify", body=body, headers={"Content-Type": "image/jpeg"})
+                    conn.request("POST", "/v1/classify", body=body, headers={"Content-Type": "image/jpeg", **_AUTH})
                     response = conn.getresponse()
                     response.read()
                     status = str(response.status)

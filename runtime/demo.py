@@ -21,15 +21,33 @@ from .errors import ImageError
 from .extras import require_extra
 
 if TYPE_CHECKING:
+    from .apikeys import ApiKeys
     from .detector import Detector
 
-__all__ = ["DESCRIPTION", "TITLE", "build_demo", "classify_function"]
+__all__ = ["AUTH_MESSAGE", "DESCRIPTION", "TITLE", "build_demo", "classify_function", "gradio_auth"]
 
 TITLE = "Deepfake Detector"
 DESCRIPTION = (
     "Upload an image to classify whether it is fake or real. "
     "Runs on this computer's CPU with the ONNX runtime (no torch)."
 )
+
+
+AUTH_MESSAGE = "Any user name; the password is an API key of this device (as for deepfake-edge serve)."
+
+
+def gradio_auth(keys: ApiKeys | None) -> Callable[[str, str], bool] | None:
+    """Gradio's ``launch(auth=...)``: any user name, and one of ``keys`` as the password; None without keys.
+
+    The key is checked like the service checks a bearer key (constant time, every key).
+    """
+    if keys is None:
+        return None
+
+    def check(_username: str, password: str) -> bool:
+        return keys.matches(password)
+
+    return check
 
 
 def _import_gradio() -> Any:

@@ -15,9 +15,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deepfake_edge import Detector
+from deepfake_edge.apikeys import ApiKeys, generate_key
 from deepfake_edge.serve import ServeConfig, ServerThread, create_app
 
 FAST = ServeConfig(max_batch=8, max_wait_ms=2, max_queue=16, max_body_bytes=2_000_000, max_batch_items=4)
+# The service runs with authentication on, as users run it; every helper sends this key.
+KEY = generate_key()
+KEYS = ApiKeys.of([KEY], "the tests' key")
+AUTH = {"authorization": f"Bearer {KEY}"}
 
 
 def wait_ready(url: str, timeout_s: float = 20.0) -> None:
@@ -29,7 +34,8 @@ def wait_ready(url: str, timeout_s: float = 20.0) -> None:
 
 @contextmanager
 def running(detector: Detector, config: ServeConfig = FAST) -> Iterator[tuple[str, httpx.Client]]:
-    with ServerThread(create_app(detector, config)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with ServerThread(create_app(detector, config, api_keys=KEYS)) as server, \
+            httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as client:
         wait_ready(server.url)
         yield server.url, client
 
@@ -114,4 +120,4 @@ def read_response(sock: socket.socket) -> str:
 
 def upload_headers(length: int) -> bytes:
     return (f"POST /v1/classify HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode()
+            f"Authorization: {AUTH['authorization']}\r\nContent-Length: {length}\r\n\r\n").encode()

@@ -26,7 +26,7 @@ from deepfake_edge.serve import ServeConfig, create_app
 from deepfake_edge.serve.batcher import DynamicBatcher
 
 from image_factory import png_claiming_size
-from serve_helpers import FAST, assert_matches, metric, metrics, running
+from serve_helpers import AUTH, FAST, KEYS, assert_matches, metric, metrics, running
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +148,8 @@ def test_not_ready_before_warm_up(fp32: Detector, photos) -> None:
     # httpx's ASGI transport does not run the lifespan, so the app has no model
     # worker yet: exactly its state before warm-up finishes.
     async def main() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
-        transport = httpx.ASGITransport(app=create_app(fp32, FAST))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        transport = httpx.ASGITransport(app=create_app(fp32, FAST, api_keys=KEYS))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=AUTH) as client:
             return (await client.get("/healthz"), await client.get("/readyz"),
                     await client.post("/v1/classify", content=photos[0][1], headers={"content-type": "image/png"}))
 
@@ -208,7 +208,7 @@ def test_concurrent_requests_share_one_model_call(binary_bundle: Path, photos, v
     config = ServeConfig(max_batch=len(photos), max_wait_ms=600_000, max_queue=16, max_batch_items=4)
     with running(detector, config) as (url, client):
         def post(data: bytes) -> dict[str, object]:
-            return httpx.post(f"{url}/v1/classify", content=data, headers={"content-type": "image/png"},
+            return httpx.post(f"{url}/v1/classify", content=data, headers={"content-type": "image/png", **AUTH},
                               timeout=30).json()
 
         with ThreadPoolExecutor(len(photos)) as pool:

@@ -1,8 +1,9 @@
 """The service's page in a real headless browser (Debian's chromium, driven by Playwright).
 
-The page must show, for an uploaded image, exactly what the HTTP API answers
-for the same bytes, and must load nothing from outside the service. No
-browser is ever downloaded: the test uses /usr/bin/chromium or skips.
+The page must ask for the API key (refusing a wrong one), then show, for an
+uploaded image, exactly what the HTTP API answers for the same bytes, and must
+load nothing from outside the service. No browser is ever downloaded: the test
+uses /usr/bin/chromium or skips.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
+KEY_ITEM = "deepfake-edge-api-key"  # the page's sessionStorage item
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -27,12 +29,15 @@ httpx = pytest.importorskip("httpx", reason="the service tests need httpx ([test
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright ([test] extra)")
 
 from deepfake_edge import Detector
+from deepfake_edge.apikeys import generate_key
 from deepfake_edge.serve import ServeConfig, ServerThread, create_app
+
+from serve_helpers import AUTH, KEY, KEYS
 
 
 @pytest.fixture(scope="module")
 def server_url(binary_bundle: Path) -> Iterator[str]:
-    app = create_app(Detector.load(binary_bundle, "fp32"), ServeConfig(max_wait_ms=2))
+    app = create_app(Detector.load(binary_bundle, "fp32"), ServeConfig(max_wait_ms=2), api_keys=KEYS)
     with ServerThread(app) as server:
         deadline = time.monotonic() + 20
         while httpx.get(f"{server.url}/readyz", timeout=5).status_code != 200:
@@ -44,11 +49,12 @@ def server_url(binary_bundle: Path) -> Iterator[str]:
 def test_page_renders_the_api_answer(server_url: str, photo_paths: list[Path]) -> None:
     photo = next(p for p in photo_paths if p.suffix == ".jpg")
     api = httpx.post(f"{server_url}/v1/classify", content=photo.read_bytes(),
-                     headers={"content-type": "image/jpeg"}, timeout=30).json()
+                     headers={"content-type": "image/jpeg", **AUTH}, timeout=30).json()
     broken = photo.read_bytes()[:3000]
     api_error = httpx.post(f"{server_url}/v1/classify", content=broken,
-                           headers={"content-type": "image/jpeg"}, timeout=30).json()
-    labels = httpx.get(f"{server_url}/v1/info", timeout=5).json()["labels"]
+                           headers={"content-type": "image/jpeg", **AUTH}, timeout=30).json()
+    labels = httpx.get(f"{server_url}/v1/info", headers=AUTH, timeout=5).json()["labels"]
+    wrong = generate_key()
 
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -59,7 +65,25 @@ def test_page_renders_the_api_answer(server_url: str, photo_paths: list[Path]) -
             page.on("request", lambda request: requested.append(request.url))
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             page.goto(f"{server_url}/")
+
+            # 0. the page asks for the key: a wrong one is refused and forgotten, the right one kept for the tab
+            page.wait_for_selector("#key-form:not([hidden])", timeout=10_000)
+            assert page.is_hidden("#key-error")  # nothing tried yet, nothing wrong
+            page.fill("#api-key", wrong)
+            page.click("#key-form button")
+            page.wait_for_selector("#key-error:not([hidden])", timeout=10_000)
+            assert page.inner_text("#key-error") == "401: the API key is not valid for this service"
+            assert page.evaluate(f"sessionStorage.getItem('{KEY_ITEM}')") is None
+            assert page.input_value("#api-key") == ""
+            page.fill("#api-key", KEY)
+            page.click("#key-form button")
             page.wait_for_selector("#model-info:has-text('variant fp32')", timeout=10_000)
+            assert page.is_hidden("#key-form")
+            assert page.evaluate(f"sessionStorage.getItem('{KEY_ITEM}')") == KEY
+            page.reload()  # asked once: the tab keeps the key
+            page.wait_for_selector("#model-info:has-text('variant fp32')", timeout=10_000)
+            assert page.is_hidden("#key-form")
+            assert KEY not in page.content() and KEY not in page.url
 
             # 1. choose a file: the bars show every label of the bundle with the API's scores
             page.set_input_files("#file", str(photo))

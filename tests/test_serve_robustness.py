@@ -26,6 +26,8 @@ from deepfake_edge.serve import ServeConfig
 
 from live_servers import free_port
 from serve_helpers import (
+    AUTH,
+    KEY,
     ModelGate,
     assert_matches,
     metric,
@@ -49,7 +51,8 @@ def test_flood_beyond_the_queue_gets_503_and_admitted_requests_finish(binary_bun
     expected = detector.predict_one(data)
     with running(detector, config) as (url, client), ThreadPoolExecutor(3) as pool:
         def post() -> httpx.Response:
-            return httpx.post(f"{url}/v1/classify", content=data, headers={"content-type": "image/png"}, timeout=30)
+            return httpx.post(f"{url}/v1/classify", content=data, headers={"content-type": "image/png", **AUTH},
+                              timeout=30)
 
         gate.close()
         admitted = [pool.submit(post) for _ in range(3)]
@@ -127,7 +130,8 @@ def test_serve_cli_graceful_shutdown_and_json_logs(binary_bundle: Path, fp32: De
     with log_path.open("w") as log:
         # the request waits out a 3 s batching window, long after SIGTERM is sent
         proc = subprocess.Popen([*CLI, "serve", str(binary_bundle), "--port", str(port), "--variant", "fp32",
-                                 "--max-wait-ms", "3000", "--threads", "1"], stderr=log, stdout=subprocess.DEVNULL)
+                                 "--max-wait-ms", "3000", "--threads", "1"], stderr=log, stdout=subprocess.DEVNULL,
+                                env={**os.environ, "DEEPFAKE_EDGE_API_KEY": KEY})
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -142,9 +146,9 @@ def test_serve_cli_graceful_shutdown_and_json_logs(binary_bundle: Path, fp32: De
         data = photos[1][1]
         results: list[httpx.Response] = []
         worker = threading.Thread(target=lambda: results.append(
-            httpx.post(f"{url}/v1/classify", content=data, headers={"content-type": "image/png"}, timeout=30)))
+            httpx.post(f"{url}/v1/classify", content=data, headers={"content-type": "image/png", **AUTH}, timeout=30)))
         worker.start()
-        with httpx.Client(base_url=url, timeout=5) as client:
+        with httpx.Client(base_url=url, timeout=5, headers=AUTH) as client:
             poll(lambda: bool(results) or metric(client, "deepfake_edge_in_flight_images") == 1)
         assert not results, "the request was answered before SIGTERM: it must still be in flight"
         proc.send_signal(signal.SIGTERM)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 
 from ..serve.config import ServeConfig
+from .auth_options import add_auth_options, add_tls_options, api_keys_from, describe_keys, is_loopback, tls_files_from
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -23,12 +23,15 @@ from .common import (
 HELP = "run the HTTP API, browser page and Prometheus metrics (needs [serve])"
 DESCRIPTION = """\
 Serve a bundle over HTTP on a CPU-only box. Binds to 127.0.0.1 by default.
-  POST /v1/classify          one image: raw body (image/*) or one multipart file part
-  POST /v1/classify/batch    several multipart file parts -> a list, per-item errors
+  POST /v1/classify          one image: raw body (image/*) or one multipart file part   [key]
+  POST /v1/classify/batch    several multipart file parts -> a list, per-item errors    [key]
+  POST /v1/classify/video    one clip (needs [video])                                   [key]
+  GET  /v1/info  /metrics    model and limits; Prometheus text format                   [key]
   GET  /healthz  /readyz     liveness; readiness (model loaded and warmed up)
-  GET  /metrics              Prometheus text format
   GET  /docs  /openapi.json  API documentation
-  GET  /                     a small page to try an image in the browser
+  GET  /                     a small page to try an image in the browser (asks for the key)
+[key]: needs an API key, 'Authorization: Bearer <key>' (see --api-key-file; 401
+without one, 429 with Retry-After after 10 wrong keys from an address in a minute).
 Concurrent requests are batched into one model call (--max-batch, --max-wait-ms).
 Errors are JSON {"error": code, "message": ...}: 400 bad image, 408 slow upload,
 413 too large, 415 media type, 503 queue full or not ready (Retry-After),
@@ -60,17 +63,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"threads decoding uploads (default: {d.decode_workers})")
     parser.add_argument("--max-connections", type=positive_int, default=512,
                         help="open connections before uvicorn answers 503 (default: 512)")
+    add_auth_options(parser, applies="required on every endpoint marked [key] above")
+    add_tls_options(parser)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="log level of the JSON logs on stderr (default: info)")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,23 +83,35 @@ def run(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes, max_batch_items=args.max_batch_items, timeout_s=args.timeout,
             read_timeout_s=args.read_timeout, decode_workers=args.decode_workers,
         )
-    except ValueError as exc:
+        tls = tls_files_from(args)
+        api_keys = api_keys_from(args)  # before the model loads: a refused key file fails fast
+    except ValueError as exc:  # CredentialError too: it names the file and the fix, never a key
         print(f"deepfake-edge serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
     level = getattr(logging, args.log_level.upper())
     configure_json_logging(level)
     log = logging.getLogger("deepfake_edge.serve")
     detector = load_detector(args)
-    if not _is_loopback(args.host):
-        log.warning("binding to %s: the API has no authentication; put it behind your own network controls",
-                    args.host, extra={"fields": {"event": "non_loopback_bind", "host": args.host}})
+    if api_keys is None:
+        log.warning("authentication is off (--no-auth): anyone who can reach %s:%s can use the API",
+                    args.host, args.port, extra={"fields": {"event": "auth_off", "host": args.host}})
+    else:
+        log.info(describe_keys(api_keys), extra={"fields": {
+            "event": "api_keys", "keys": len(api_keys), "origin": api_keys.origin, "generated": api_keys.generated,
+        }})
+        if tls is None and not is_loopback(args.host):
+            log.warning("binding to %s without TLS: API keys cross the network in clear text; use --tls-cert and "
+                        "--tls-key, or a TLS reverse proxy", args.host,
+                        extra={"fields": {"event": "no_tls", "host": args.host}})
     log.info("starting", extra={"fields": {
         "event": "starting", "bundle": str(args.bundle), "variant": detector.variant_name,
         "variant_reason": detector.choice.reason if detector.choice else "requested",
-        "host": args.host, "port": args.port, "threads": args.threads, "threshold": detector.threshold,
+        "host": args.host, "port": args.port, "tls": tls is not None, "auth": api_keys is not None,
+        "threads": args.threads, "threshold": detector.threshold,
         "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms, "max_queue": config.max_queue,
     }})
-    serve(create_app(detector, config), host=args.host, port=args.port, log_level=args.log_level,
+    serve(create_app(detector, config, api_keys=api_keys), host=args.host, port=args.port, log_level=args.log_level,
+          ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None, proxy_headers=args.behind_proxy,
           # in-flight requests get their full deadline (plus upload time) to finish on shutdown
           graceful_timeout_s=config.timeout_s + 5, max_connections=args.max_connections)
     return EXIT_OK

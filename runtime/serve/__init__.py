@@ -1,8 +1,10 @@
 """HTTP service for appliances (needs the [serve] extra: fastapi, uvicorn, python-multipart, prometheus-client).
 
 >>> from deepfake_edge import Detector                          # doctest: +SKIP
+>>> from deepfake_edge.apikeys import load_api_keys
 >>> from deepfake_edge.serve import ServeConfig, create_app, serve
->>> app = create_app(Detector.load("bundle/"), ServeConfig(max_batch=8))
+>>> keys = load_api_keys()  # DEEPFAKE_EDGE_API_KEY, else the generated key file
+>>> app = create_app(Detector.load("bundle/"), ServeConfig(max_batch=8), api_keys=keys)
 >>> serve(app, host="127.0.0.1", port=8000)
 
 Importing this package stays light; FastAPI is imported on first use of

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -34,16 +34,27 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
+from ..apikeys import ApiKeys
 from ..detector import Detector
 from ..errors import ImageError
 from ..results import Failure
 from ..session import ORT_ERRORS
 from .accesslog import AccessLogMiddleware
+from .auth import FailureLimiter, bearer_dependency
 from .batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher
 from .config import ServeConfig
 from .limits import Admission, ServiceError, image_error
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
-from .schemas import BATCH_BODY, ERROR_RESPONSES, SINGLE_BODY, BatchItem, Classification, Health, ServiceInfo
+from .schemas import (
+    AUTH_RESPONSES,
+    BATCH_BODY,
+    ERROR_RESPONSES,
+    SINGLE_BODY,
+    BatchItem,
+    Classification,
+    Health,
+    ServiceInfo,
+)
 from .uploads import RAW_MEDIA_TYPES, media_type, read_parts, read_single
 from .video import classify_video as classify_video_upload
 
@@ -164,7 +175,9 @@ class _Service:
 
     async def _classify_image(self, data: bytes, source: str, deadline: float) -> dict[str, Any]:
         """Decode in the pool, run in a batch; raises ImageError or ServiceError."""
-        assert self.batcher is not None and self.pool is not None  # set by start()
+        if self.batcher is None or self.pool is None:  # set by start(); _require_ready has refused before
+            raise ServiceError(503, "not_ready", f"{source}: the service is not started",
+                               retry_after=self.config.retry_after_s)
         started = time.perf_counter()
         try:
             decode = functools.partial(self.detector.decode, data, name=source)
@@ -278,14 +291,24 @@ class _Service:
         }
 
 
-def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI:
+def create_app(detector: Detector, config: ServeConfig | None = None, *, api_keys: ApiKeys | None) -> FastAPI:
     """A FastAPI app serving ``detector``; the model worker starts with the app's lifespan.
+
+    ``api_keys`` (required, so turning authentication off is a visible choice):
+    every endpoint that classifies or reports state then needs one of them as
+    ``Authorization: Bearer <key>``; ``None`` serves without authentication.
+    ``/healthz``, ``/readyz``, the page ``/`` and the API docs stay open.
 
     Each app has its own metrics registry, queue and worker threads, so several
     can live in one process (as in the tests). Run it with
     :func:`deepfake_edge.serve.server.serve` or any ASGI server.
     """
     service = _Service(detector, config or ServeConfig())
+    guard = [] if api_keys is None else [Depends(bearer_dependency(
+        api_keys, FailureLimiter(service.config.auth_failures, service.config.auth_window_s), service.metrics,
+    ))]
+    auth_refusals = AUTH_RESPONSES if guard else {}
+    refusals = {**ERROR_RESPONSES, **auth_refusals}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -302,7 +325,9 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
         description=(
             "Classify images as fake or real with a deepfake-edge bundle on CPU. "
             "Concurrent requests are batched into shared model calls. "
-            "Errors are JSON: `{\"error\": code, \"message\": ...}`."
+            "Errors are JSON: `{\"error\": code, \"message\": ...}`. "
+            "Unless the service runs with `--no-auth`, the endpoints marked with a lock need an API key "
+            "as `Authorization: Bearer <key>` (*Authorize* above)."
         ),
         lifespan=lifespan,
     )
@@ -311,20 +336,24 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
+    @app.exception_handler(ServiceError)  # raised by the key check, before an endpoint runs
+    async def refused(_request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code,
                             headers=exc.headers)
 
-    @app.post("/v1/classify", response_model=Classification, responses=ERROR_RESPONSES, openapi_extra=SINGLE_BODY,
-              summary="Classify one image", tags=["classify"])
+    @app.post("/v1/classify", response_model=Classification, responses=refusals, openapi_extra=SINGLE_BODY,
+              summary="Classify one image", tags=["classify"], dependencies=guard)
     async def classify(request: Request) -> Response:
         """Send the image as the raw body (`Content-Type: image/...`) or as one multipart file part."""
         return await service.answer("classify", service.classify, request)
 
-    @app.post("/v1/classify/batch", response_model=list[BatchItem], responses=ERROR_RESPONSES, openapi_extra=BATCH_BODY,
-              summary="Classify several images", tags=["classify"])
+    @app.post("/v1/classify/batch", response_model=list[BatchItem], responses=refusals, openapi_extra=BATCH_BODY,
+              summary="Classify several images", tags=["classify"], dependencies=guard)
     async def classify_batch(request: Request) -> Response:
         """One multipart request with several file parts; the answer lists one item per part, in order.
 
@@ -332,14 +361,16 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
         """
         return await service.answer("batch", service.classify_batch, request)
 
-    @app.post("/v1/classify/video", responses=ERROR_RESPONSES, summary="Classify a video clip", tags=["classify"])
+    @app.post("/v1/classify/video", responses=refusals, summary="Classify a video clip", tags=["classify"],
+              dependencies=guard)
     async def classify_video(request: Request) -> Response:
         """Send the clip as the raw body (`Content-Type: video/...`) or as one multipart file part. Query:
         `fps` (sampled frames per second of video, default 1), `aggregate` (`mean` or `confident`).
         The answer has the clip's `summary` and its `frames`, as `deepfake-edge scan` prints them."""
         return await service.answer("video", functools.partial(classify_video_upload, service), request)
 
-    @app.get("/v1/info", response_model=ServiceInfo, summary="Model, labels and limits", tags=["service"])
+    @app.get("/v1/info", response_model=ServiceInfo, summary="Model, labels and limits", tags=["service"],
+             responses=auth_refusals, dependencies=guard)
     async def info() -> dict[str, Any]:
         return service.info()
 
@@ -354,7 +385,7 @@ def create_app(detector: Detector, config: ServeConfig | None = None) -> FastAPI
         return JSONResponse({"status": service.state if not ready else "ready"}, status_code=200 if ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", tags=["service"],
-             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **auth_refusals}, dependencies=guard)
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

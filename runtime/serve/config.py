@@ -32,6 +32,8 @@ class ServeConfig:
             so a slow client cannot hold a slot forever.
         decode_workers: threads decoding and preprocessing uploads.
         retry_after_s: the ``Retry-After`` value sent with 503 answers.
+        auth_failures, auth_window_s: a client address that sends this many
+            wrong API keys within the window gets 429 until the oldest leaves it.
     """
 
     max_batch: int = 8
@@ -43,13 +45,16 @@ class ServeConfig:
     read_timeout_s: float = 30.0
     decode_workers: int = _default_decode_workers()
     retry_after_s: int = 1
+    auth_failures: int = 10
+    auth_window_s: float = 60.0
 
     def __post_init__(self) -> None:
         positive = {
             "max_batch": self.max_batch, "max_queue": self.max_queue, "max_body_bytes": self.max_body_bytes,
             "max_batch_items": self.max_batch_items, "timeout_s": self.timeout_s,
             "read_timeout_s": self.read_timeout_s, "decode_workers": self.decode_workers,
-            "retry_after_s": self.retry_after_s,
+            "retry_after_s": self.retry_after_s, "auth_failures": self.auth_failures,
+            "auth_window_s": self.auth_window_s,
         }
         for name, value in positive.items():
             if value <= 0:

@@ -52,6 +52,10 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.in_flight.set_function(in_flight)
+        self.auth_failures = Counter(
+            "deepfake_edge_auth_failures", "Requests refused by authentication: missing or wrong key, "
+            "or a client locked out after too many wrong keys.", ["reason"], registry=self.registry,
+        )
         self.model_info = Info("deepfake_edge_model", "The bundle and variant being served.", registry=self.registry)
 
     def observe_batch(self, size: int, seconds: float) -> None:

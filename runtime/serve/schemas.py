@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 __all__ = [
-    "BATCH_BODY", "ERROR_RESPONSES", "SINGLE_BODY", "BatchItem", "Classification", "ErrorBody", "Health", "ServiceInfo",
+    "AUTH_RESPONSES", "BATCH_BODY", "ERROR_RESPONSES", "SINGLE_BODY", "BatchItem", "Classification", "ErrorBody",
+    "Health", "ServiceInfo",
 ]
 
 
@@ -77,4 +78,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorBody, "description": "Unsupported Content-Type (unsupported_media_type)."},
     503: {"model": ErrorBody, "description": "Queue full, not ready yet, or shutting down; see Retry-After."},
     504: {"model": ErrorBody, "description": "The per-request timeout passed (timeout)."},
+}
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No API key, or a wrong one (unauthorized); see WWW-Authenticate."},
+    429: {"model": ErrorBody,
+          "description": "Too many wrong API keys from this address (too_many_failures); see Retry-After."},
 }

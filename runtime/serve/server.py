@@ -22,8 +22,15 @@ def uvicorn_config(
     graceful_timeout_s: float = 35.0,
     max_connections: int | None = None,
     log_level: str = "info",
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    proxy_headers: bool = False,
 ) -> uvicorn.Config:
-    """uvicorn settings for the service.
+    """uvicorn settings for the service; HTTPS when ``ssl_certfile`` and ``ssl_keyfile`` are given.
+
+    ``X-Forwarded-For`` is ignored unless ``proxy_headers``: otherwise any local
+    process could claim another client address and dodge the failed-key lockout.
+    With it, uvicorn trusts the header from 127.0.0.1 (or ``$FORWARDED_ALLOW_IPS``).
 
     uvicorn's own access log is off: the app writes structured JSON lines
     instead. On SIGTERM/SIGINT uvicorn stops accepting, waits up to
@@ -40,6 +47,9 @@ def uvicorn_config(
         timeout_graceful_shutdown=max(1, round(graceful_timeout_s)),
         limit_concurrency=max_connections,
         server_header=False,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        proxy_headers=proxy_headers,
     )
 
 
@@ -81,13 +91,14 @@ class ServerThread:
         self.host, self.port = self._socket.getsockname()[:2]
         kwargs.setdefault("log_level", "warning")
         self.server = uvicorn.Server(uvicorn_config(app, host=self.host, port=self.port, **kwargs))
+        self._scheme = "https" if kwargs.get("ssl_certfile") else "http"
         self._startup_timeout_s = startup_timeout_s
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]},
                                         name=f"uvicorn-{self.port}", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self._scheme}://{self.host}:{self.port}"
 
     def start(self) -> ServerThread:
         self._thread.start()

@@ -3,13 +3,36 @@
 // the labels come from the bundle (GET /v1/info and each answer), never from here.
 
 const byId = (id) => document.getElementById(id);
+const KEY_ITEM = "deepfake-edge-api-key"; // sessionStorage: this tab only, gone when it closes
 let labels = null; // the bundle's label order, from /v1/info
 let previewUrl = null;
 
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_ITEM);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+// 401 (no key or a wrong one) or 429 (locked out): forget the key and ask for one, saying why.
+function askForKey(status, answer) {
+  const hadKey = sessionStorage.getItem(KEY_ITEM) !== null;
+  sessionStorage.removeItem(KEY_ITEM);
+  byId("key-form").hidden = false;
+  const error = byId("key-error");
+  error.hidden = !(hadKey || status === 429);
+  error.textContent = `${status}: ${answer.message ?? answer.error}`;
+  byId("api-key").focus();
+}
+
 async function loadInfo() {
   try {
-    const response = await fetch("/v1/info");
+    const response = await fetch("/v1/info", { headers: authHeaders() });
     const info = await response.json();
+    if (response.status === 401 || response.status === 429) {
+      askForKey(response.status, info);
+      byId("model-info").textContent = "waiting for an API key";
+      return;
+    }
+    byId("key-form").hidden = true;
     labels = info.labels;
     const rule = info.threshold === null ? "argmax" : `${info.positive_label} if P ≥ ${info.threshold}`;
     byId("model-info").textContent =
@@ -73,8 +96,11 @@ async function classify(file) {
   const type = file.type && file.type.startsWith("image/") ? file.type : "application/octet-stream";
   const started = performance.now();
   try {
-    const response = await fetch("/v1/classify", { method: "POST", headers: { "Content-Type": type }, body: file });
+    const response = await fetch("/v1/classify", {
+      method: "POST", headers: { "Content-Type": type, ...authHeaders() }, body: file,
+    });
     const answer = await response.json();
+    if (response.status === 401 || response.status === 429) askForKey(response.status, answer);
     if (!response.ok) {
       byId("decision").textContent = "";
       showError(`${response.status}: ${answer.message ?? answer.error}`);
@@ -97,6 +123,13 @@ function setUp() {
   for (const kind of ["dragleave", "drop"]) {
     drop.addEventListener(kind, () => drop.classList.remove("over"));
   }
+  byId("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = byId("api-key");
+    sessionStorage.setItem(KEY_ITEM, input.value.trim());
+    input.value = "";
+    loadInfo();
+  });
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     const file = event.dataTransfer.files[0];
