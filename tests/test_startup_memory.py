@@ -22,3 +22,15 @@ def test_startup_memory_benchmark_reports_every_figure(binary_bundle: Path, tmp_
     assert all(rss > 20 for rss in tree["peak_rss_mb"].values())
     assert "start-up overhead" in proc.stdout and "peak RSS, 12 MP JPEG" in proc.stdout
     assert (tmp_path / "work" / "12mp.jpg").is_file()
+
+
+def test_first_answer_benchmark_times_a_real_server(binary_bundle: Path, tmp_path: Path) -> None:
+    """``serve`` is started, answers one real classify request over loopback, and is stopped."""
+    out = tmp_path / "first.json"
+    proc = subprocess.run([sys.executable, "-m", "deepfake_edge.benchmarks.first_answer", "--bundle",
+                           str(binary_bundle), "--runs", "1", "--timeout", "120", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["first_answer_s"] > 0 and result["samples_s"] == [result["first_answer_s"]]
+    assert "first /v1/classify answer" in proc.stdout and "machine:" in proc.stdout

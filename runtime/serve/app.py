@@ -128,10 +128,11 @@ class _Service:
         }})
 
     def _warm_up_model(self) -> None:
+        # One batch-1 run: onnxruntime plans memory on first use. Larger batches are planned by the first
+        # request that forms one; warming them here too held /readyz (and the first answer) back by
+        # max_batch model runs, 3.7 s of a 5 s start on the base-512 model.
         cfg = self.detector.bundle.preprocess
-        sizes = {1, self.config.max_batch} if self.detector.variant.batch_invariant else {1}
-        for size in sorted(sizes):  # onnxruntime plans memory per input shape on first use
-            self.detector.logits(np.zeros((size, 3, cfg.height, cfg.width), np.float32))
+        self.detector.logits(np.zeros((1, 3, cfg.height, cfg.width), np.float32))
 
     async def stop(self) -> None:
         self.state = "shutting_down"
