@@ -17,7 +17,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ARCHITECTURES", "REFUSED", "Architecture", "encoder_geometry"]
+from optimum.exporters.onnx.model_configs import ViTOnnxConfig
+
+from deepfake_edge.session import INPUT_NAME
+
+__all__ = ["ARCHITECTURES", "REFUSED", "Architecture", "FixedSizeViTOnnxConfig", "encoder_geometry"]
+
+
+class FixedSizeViTOnnxConfig(ViTOnnxConfig):
+    """Optimum's ViT config with only the batch axis dynamic.
+
+    Optimum's own makes height and width dynamic too; the graph then computes every attention
+    reshape from ``Shape`` ops at run time, which the attention fusion (``fusions``) cannot match
+    and the runtime cannot check at load. The position embeddings are fixed to the checkpoint's
+    image size anyway (``interpolate_pos_encoding`` is off in the classifier's forward).
+    """
+
+    @property
+    def inputs(self) -> dict[str, dict[int, str]]:
+        return {INPUT_NAME: {0: "batch_size"}}
 
 
 @dataclass(frozen=True)
@@ -25,11 +43,12 @@ class Architecture:
     model_class: str        # transformers class name
     processor_class: str    # the slow (PIL) image processor the runtime replicates
     encoder_config: str     # attribute of the config holding the encoder geometry ("" = the config itself)
+    onnx_config: type | None = None  # passed to Optimum instead of its registered config for the model type
 
 
 ARCHITECTURES = {
     "siglip": Architecture("SiglipForImageClassification", "SiglipImageProcessor", "vision_config"),
-    "vit": Architecture("ViTForImageClassification", "ViTImageProcessor", ""),
+    "vit": Architecture("ViTForImageClassification", "ViTImageProcessor", "", FixedSizeViTOnnxConfig),
 }
 
 #: model types refused with the reason.

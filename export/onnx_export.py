@@ -120,6 +120,7 @@ def export_fp32(checkpoint: Checkpoint, out_dir: Path, *, opset: int | None = No
     :func:`validate_export` checks parity on real photos with a stricter tolerance.
     """
     ensure_registered()
+    custom = ARCHITECTURES[checkpoint.model.config.model_type].onnx_config
     onnx_export_from_model(
         checkpoint.model,
         out_dir,
@@ -127,6 +128,7 @@ def export_fp32(checkpoint: Checkpoint, out_dir: Path, *, opset: int | None = No
         opset=opset,
         do_validation=False,
         preprocessors=[checkpoint.processor],
+        custom_onnx_configs={"model": custom(checkpoint.model.config, task=TASK)} if custom else None,
     )
     checkpoint.processor.save_pretrained(out_dir)
     model = out_dir / "model.onnx"
