@@ -102,9 +102,10 @@ def test_fp32_matches_torch_and_the_score_is_the_rule(kind: tuple[TinySpec, Path
     predictions = detector.predict(images)
     scores = np.array([p.score for p in predictions])  # type: ignore[union-attr]
     np.testing.assert_allclose(scores, rule_score(spec.name, spec.labels, probs), atol=1e-5, rtol=0)
-    # every other variant reports the same rule
-    int8 = Detector.load(bundle, "int8").predict(images)
-    for p in int8:
+    # every other variant, and the one "auto" picks, reports the same rule
+    auto = Detector.load(bundle, "auto")
+    assert auto.choice is not None and auto.variant_name in ("int8", "fp32")
+    for p in [*Detector.load(bundle, "int8").predict(images), *auto.predict(images[:2])]:
         assert p.score == pytest.approx(float(rule_score(spec.name, spec.labels, np.array(  # type: ignore[union-attr]
             [[p.scores[label] for label in spec.labels]]))[0]), abs=1e-12)  # type: ignore[union-attr]
 
