@@ -88,7 +88,7 @@ class Detector:
         ``variant="auto"`` picks the fastest variant that passed the fidelity gate, has its engine
         installed and suits this machine (see ``variant_choice``); ``detector.choice`` says why.
         ``verify`` checks the model file's sha256 against the manifest.
-        ``threshold`` overrides the bundle's decision threshold on P(positive label).
+        ``threshold`` overrides the bundle's decision threshold on the manipulation score (``rule``).
         ``max_pixels`` refuses larger images before decoding (None disables the check).
         ``fast_decode`` decodes large JPEGs at a reduced DCT scale (``PIL.Image.draft``), no smaller
         than ``FAST_DECODE_FACTOR`` times the model input: faster and lighter on huge photos, but the
