@@ -74,6 +74,8 @@ async function classify(file) {
   byId("error").hidden = true;
   byId("bars").replaceChildren();
   byId("decision").textContent = "classifying…";
+  byId("score").textContent = "";
+  delete byId("score").dataset.score;
   byId("latency").textContent = "";
   if (previewUrl) URL.revokeObjectURL(previewUrl);
   previewUrl = URL.createObjectURL(file);
