@@ -141,6 +141,30 @@ def _absorb_biases(g: GraphIndex, qkv: list[str]) -> tuple[list[str], np.ndarray
             np.concatenate(vectors), [b[2] for b in found if b is not None])
 
 
+def _feeds_only_shapes(g: GraphIndex, node: onnx.NodeProto, reshapes: list[onnx.NodeProto], depth: int = 8) -> bool:
+    """Whether everything computed from ``node`` ends in the shape input of ``reshapes`` (and nowhere else)."""
+    users = g.users(node.output[0])
+    if depth == 0 or not users or node.output[0] in g.graph_outputs:
+        return False
+    ids = {id(r) for r in reshapes}
+    return all((id(u) in ids and list(u.input).index(node.output[0]) == 1) or
+               (id(u) not in ids and len(u.output) == 1 and _feeds_only_shapes(g, u, reshapes, depth - 1))
+               for u in users)
+
+
+def _shape_users(g: GraphIndex, name: str, chain: list[onnx.NodeProto],
+                 reshapes: list[onnx.NodeProto]) -> list[onnx.NodeProto] | None:
+    """The users of ``name`` outside ``chain``, if all are ``Shape`` ops feeding only the shapes of
+    ``reshapes`` (ViT computes its attention reshapes from the tensors' run-time shapes): those die
+    with the fused nodes. None when another user needs ``name``."""
+    ids = {id(n) for n in chain}
+    others = [u for u in g.users(name) if id(u) not in ids]
+    if name in g.graph_outputs or not all(u.op_type == "Shape" and _feeds_only_shapes(g, u, reshapes)
+                                          for u in others):
+        return None
+    return others
+
+
 def _match(g: GraphIndex, softmax: onnx.NodeProto) -> _Match | None:
     if any(a.name == "axis" and a.i not in (-1, 3) for a in softmax.attribute):
         return None
@@ -156,17 +180,26 @@ def _match(g: GraphIndex, softmax: onnx.NodeProto) -> _Match | None:
     out_t = g.only_child(av, "Transpose")
     if q is None or k is None or v is None or out_t is None or _perm(out_t) != [0, 2, 1, 3]:
         return None
-    out_r = g.only_child(out_t, "Reshape")
+    reshapes = [u for u in g.users(out_t.output[0]) if u.op_type == "Reshape"]
+    out_r = reshapes[0] if len(reshapes) == 1 and reshapes[0].input[0] == out_t.output[0] else None
     if out_r is None:
         return None
-    chain = [*q_nodes, *k_nodes, *q[1], *k[1], *v[1], qk, softmax, av, out_t, out_r]
+    # ViT computes the output shape from Shape(out_t): that arithmetic dies with out_r (and is pruned).
+    core = [*q_nodes, *k_nodes, *q[1], *k[1], *v[1], qk, softmax, av, out_t]
+    shape_users = _shape_users(g, out_t.output[0], [*core, out_r], [out_r])
+    if shape_users is None:
+        return None
+    chain = [*core, out_r, *shape_users]
     # Every intermediate must feed only this chain, or removing it would break other users.
-    if not all(g.used_only_by(node.output[0], chain) for node in chain[:-1]):
+    if not all(g.used_only_by(node.output[0], chain) for node in core):
         return None
     inputs, bias, bias_adds = _absorb_biases(g, [q[0], k[0], v[0]])
-    if not all(g.used_only_by(add.output[0], chain) for add in bias_adds):
-        inputs, bias, bias_adds = [q[0], k[0], v[0]], None, []
-    return _Match(*inputs, q_scale * k_scale, out_r.output[0], tuple(chain + bias_adds), bias)
+    head_reshapes = [q[1][1], k[1][1], v[1][1]]
+    bias_shapes = [_shape_users(g, add.output[0], chain, head_reshapes) for add in bias_adds]
+    if any(users is None for users in bias_shapes):
+        inputs, bias, bias_adds, bias_shapes = [q[0], k[0], v[0]], None, [], []
+    extra = [n for users in bias_shapes for n in users or ()]
+    return _Match(*inputs, q_scale * k_scale, out_r.output[0], tuple(chain + bias_adds + extra), bias)
 
 
 def fuse_attention(model: onnx.ModelProto, num_heads: int) -> tuple[onnx.ModelProto, int]:

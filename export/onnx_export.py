@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import transformers
 from optimum.exporters.onnx import onnx_export_from_model
 from optimum.exporters.onnx.model_configs import ViTOnnxConfig
 from optimum.exporters.tasks import TasksManager
@@ -25,6 +26,7 @@ from deepfake_edge.images import to_rgb
 from deepfake_edge.preprocess import PreprocessConfig, preprocess
 from deepfake_edge.session import INPUT_NAME
 
+from .architectures import ARCHITECTURES, REFUSED
 from .errors import ExportError, ValidationError
 from .fidelity import run_per_image, spread_indices
 from .sample_images import NamedImage
@@ -40,13 +42,13 @@ DEFAULT_TORCH_IMAGES = 8
 # -- the checkpoint ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Checkpoint:
-    model: SiglipForImageClassification
+    model: SiglipForImageClassification  # or another class of ``architectures.ARCHITECTURES``
     processor: SiglipImageProcessor
     source: dict[str, Any]  # {"model": id or absolute path, "revision": commit or None}
 
 
 def load_checkpoint(model_id_or_path: str, *, revision: str | None = None) -> Checkpoint:
-    """Load model and image processor, refusing anything that is not a SigLIP classifier.
+    """Load model and image processor, refusing a model type ``architectures.ARCHITECTURES`` lacks.
 
     A local directory is used as is; anything else is treated as a hub id, which
     needs network access (or the local HF cache) the first time.
@@ -58,15 +60,15 @@ def load_checkpoint(model_id_or_path: str, *, revision: str | None = None) -> Ch
     except OSError as exc:
         where = "local directory" if local.is_dir() else "hub id (is the network or HF cache available?)"
         raise ExportError(f"{model_id_or_path}: cannot load the model config as a {where}: {exc}") from exc
-    if config.model_type != "siglip":
-        raise ExportError(
-            f"{model_id_or_path}: model_type is {config.model_type!r}; deepfake-edge exports "
-            "SiglipForImageClassification checkpoints (model_type 'siglip')"
-        )
-    model = SiglipForImageClassification.from_pretrained(model_id_or_path, **kwargs).eval()
-    # use_fast=False: the slow PIL processor is what the model card runs (and what
-    # the runtime replicates bit for bit).
-    processor = SiglipImageProcessor.from_pretrained(model_id_or_path, **kwargs)
+    arch = ARCHITECTURES.get(config.model_type)
+    if arch is None:
+        supported = ", ".join(f"{a.model_class} (model_type {t!r})" for t, a in ARCHITECTURES.items())
+        reason = f": {REFUSED[config.model_type]}" if config.model_type in REFUSED else ""
+        raise ExportError(f"{model_id_or_path}: model_type is {config.model_type!r}{reason}; deepfake-edge "
+                          f"exports {supported}")
+    model = getattr(transformers, arch.model_class).from_pretrained(model_id_or_path, **kwargs).eval()
+    # The slow PIL processor class: what the model card runs (and what the runtime replicates bit for bit).
+    processor = getattr(transformers, arch.processor_class).from_pretrained(model_id_or_path, **kwargs)
     source = {
         "model": str(local.resolve()) if local.is_dir() else model_id_or_path,
         "revision": getattr(model.config, "_commit_hash", None) or revision,
@@ -118,6 +120,7 @@ def export_fp32(checkpoint: Checkpoint, out_dir: Path, *, opset: int | None = No
     :func:`validate_export` checks parity on real photos with a stricter tolerance.
     """
     ensure_registered()
+    custom = ARCHITECTURES[checkpoint.model.config.model_type].onnx_config
     onnx_export_from_model(
         checkpoint.model,
         out_dir,
@@ -125,6 +128,7 @@ def export_fp32(checkpoint: Checkpoint, out_dir: Path, *, opset: int | None = No
         opset=opset,
         do_validation=False,
         preprocessors=[checkpoint.processor],
+        custom_onnx_configs={"model": custom(checkpoint.model.config, task=TASK)} if custom else None,
     )
     checkpoint.processor.save_pretrained(out_dir)
     model = out_dir / "model.onnx"
@@ -175,7 +179,7 @@ def validate_export(
     if pre_diff != 0.0:
         worst = images[int(np.abs(ours - reference).reshape(len(images), -1).max(axis=1).argmax())].name
         raise ValidationError(
-            f"numpy preprocessing differs from transformers' SiglipImageProcessor by {pre_diff:g} "
+            f"numpy preprocessing differs from transformers' {type(checkpoint.processor).__name__} by {pre_diff:g} "
             f"(worst image: {worst}); the runtime would not see what the model card's code sees"
         )
     onnx = run_per_image(onnx_path, reference)

@@ -15,13 +15,15 @@ import numpy as np
 import onnx
 
 from deepfake_edge.bundle import CONFIG_NAME, PREPROCESSOR_NAME
+from deepfake_edge.decision import AmbiguousLabelsError, infer_rule
 from deepfake_edge.labels import read_labels
-from deepfake_edge.manifest import Decision, Manifest, Variant
+from deepfake_edge.manifest import Manifest, Variant
 from deepfake_edge.preprocess import PreprocessConfig, preprocess
 from deepfake_edge.session import require_backend
 from deepfake_edge.variant_choice import Machine, choose_variant
 
 from . import DEFAULT_MODEL
+from .architectures import encoder_geometry
 from .bundle_writer import (
     package_versions,
     staging_directory,
@@ -105,6 +107,8 @@ def export_bundle(
     atol: float = DEFAULT_ATOL,
     torch_images: int | None = DEFAULT_TORCH_IMAGES,
     overwrite: bool = False,
+    positive_label: str | None = None,
+    real_label: str | None = None,
     log: Log = _stderr,
 ) -> Manifest:
     """Export ``model`` (hub id or local dir) into the bundle directory ``out_dir``.
@@ -119,6 +123,9 @@ def export_bundle(
     calibration-driven search (same graphs and speed, lower fidelity; no budget check);
     ``effort`` (a key of ``EFFORTS``) sets how hard it searches. fp32 parity with torch
     is checked on ``torch_images`` of the validation images (None: all of them).
+    ``positive_label`` / ``real_label`` name the label that means manipulated / authentic; without
+    either the rule is read from the label names (``decision.infer_rule``), and an ``ExportError``
+    asks for one when they are ambiguous.
     """
     budget = budget or FidelityBudget()
     if effort not in EFFORTS:
@@ -142,6 +149,13 @@ def export_bundle(
     with staging_directory(Path(out_dir), overwrite=overwrite) as stage:
         with _step(log, f"loading {model}"):
             checkpoint = load_checkpoint(model, revision=revision)
+        id2label = checkpoint.model.config.id2label
+        try:  # before the minutes of export: the rule only needs the label names
+            rule = infer_rule(tuple(str(id2label[i]) for i in sorted(id2label)), positive_label=positive_label,
+                              real_label=real_label)
+        except AmbiguousLabelsError as exc:
+            raise ExportError(f"{model}: {exc}") from exc
+        log(f"   manipulation score: {rule.text}")
         with _step(log, "exporting fp32 ONNX with Optimum"):
             fp32 = export_fp32(checkpoint, stage)
         torch_count = len(spread_indices(len(images), torch_images))  # the images validate_export checks
@@ -153,11 +167,11 @@ def export_bundle(
             f"fp32 logits max |diff| vs torch: {validation['fp32_vs_torch_max_abs_logit_diff']:.2e}"
         )
         source = checkpoint.source
-        vision = checkpoint.model.config.vision_config
-        num_heads, hidden_size = int(vision.num_attention_heads), int(vision.hidden_size)
+        num_heads, hidden_size = encoder_geometry(checkpoint.model.config)
         del checkpoint  # free the torch weights before quantizing
         labels = read_labels(stage / CONFIG_NAME)
-        positive = "fake" if "fake" in labels else None
+        # fidelity's |dP| column: P(positive), or P(real), whose change is the score's (1 - P(real))
+        positive = rule.positive_label or rule.real_label
         names_seen = [item.name for item in images]
         with _step(log, f"running fp32 on {len(calibration)} calibration images (logits and activation statistics)"):
             config = PreprocessConfig.from_file(stage / PREPROCESSOR_NAME)
@@ -190,7 +204,7 @@ def export_bundle(
             source=source,
             default_variant=default,
             variants=entries,
-            decision=Decision(positive_label=positive, threshold=None),
+            decision=rule.decision(),
             validation=validation,
             versions=package_versions(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

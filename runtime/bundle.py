@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .decision import ScoreRule, rule_of
 from .errors import (
     BundleError,
     BundleFileMissingError,
@@ -37,6 +38,12 @@ class Bundle:
     labels: tuple[str, ...]
     preprocess: PreprocessConfig
 
+    @property
+    def rule(self) -> ScoreRule | None:
+        """The manipulation-score rule the manifest records (None for an old bundle whose model has
+        no ``fake`` label)."""
+        return rule_of(self.manifest.decision, self.labels)
+
     @classmethod
     def open(cls, root: str | Path) -> Bundle:
         root = Path(root)
@@ -46,25 +53,29 @@ class Bundle:
         manifest = Manifest.read(root / MANIFEST_NAME)
         labels = read_labels(root / CONFIG_NAME)
         preprocess = PreprocessConfig.from_file(root / PREPROCESSOR_NAME)
-        positive = manifest.decision.positive_label
-        if manifest.decision.threshold is not None and positive not in labels:
+        decision = manifest.decision
+        named = decision.real_label if decision.real_label is not None else decision.positive_label
+        if (decision.threshold is not None or decision.real_label is not None) and named not in labels:
             raise BundleMismatchError(
-                f"{root / MANIFEST_NAME}: decision threshold is for label {positive!r}, "
+                f"{root / MANIFEST_NAME}: decision is for label {named!r}, "
                 f"which is not among the model's labels {labels}"
             )
         return cls(root=root, manifest=manifest, labels=labels, preprocess=preprocess)
 
-    def require_positive_label(self, purpose: str) -> str:
-        """The manifest's positive label, which ``purpose`` (a phrase: "a video verdict") cannot do without.
+    def require_rule(self, purpose: str) -> ScoreRule:
+        """The manipulation-score rule, which ``purpose`` (a phrase: "a video verdict") cannot do without.
 
-        Raises ``UnsupportedBundleError`` when the manifest names none, or one the model does not have.
+        Raises ``UnsupportedBundleError`` when the manifest names no label the model has.
         """
-        positive = self.manifest.decision.positive_label
-        if positive is None or positive not in self.labels:
-            raise UnsupportedBundleError(f"{self.root}: {purpose} needs the bundle's positive label "
-                                         f"(decision.positive_label) among its labels {self.labels}, "
-                                         f"and this one has {positive!r}")
-        return positive
+        rule = self.rule
+        if rule is None:
+            raise UnsupportedBundleError(
+                f"{self.root}: {purpose} needs the bundle's manipulation score: a positive label "
+                f"(decision.positive_label) or a real label (decision.real_label) among its labels {self.labels}, "
+                f"and this one has positive label {self.manifest.decision.positive_label!r}; re-export it with "
+                "--positive-label or --real-label"
+            )
+        return rule
 
     def variant(self, name: str | None) -> tuple[str, Variant]:
         """The named variant; None means the manifest's default, ``"auto"`` the choice for this machine

@@ -10,9 +10,10 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle import CONFIG_NAME, PREPROCESSOR_NAME, Bundle
+from .decision import ScoreRule, decisions
 from .errors import BundleMismatchError, ImageError, ModelOutputError, UnsupportedBundleError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input, load_rgb_scaled
-from .labels import decisions, softmax
+from .labels import softmax
 from .manifest import Variant
 from .preprocess import draft_size, resize, to_model_input
 from .results import BatchError, Failure, Prediction
@@ -87,7 +88,7 @@ class Detector:
         ``variant="auto"`` picks the fastest variant that passed the fidelity gate, has its engine
         installed and suits this machine (see ``variant_choice``); ``detector.choice`` says why.
         ``verify`` checks the model file's sha256 against the manifest.
-        ``threshold`` overrides the bundle's decision threshold on P(positive label).
+        ``threshold`` overrides the bundle's decision threshold on the manipulation score (``rule``).
         ``max_pixels`` refuses larger images before decoding (None disables the check).
         ``fast_decode`` decodes large JPEGs at a reduced DCT scale (``PIL.Image.draft``), no smaller
         than ``FAST_DECODE_FACTOR`` times the model input: faster and lighter on huge photos, but the
@@ -113,6 +114,11 @@ class Detector:
     @property
     def positive_label(self) -> str | None:
         return self.bundle.manifest.decision.positive_label
+
+    @property
+    def rule(self) -> ScoreRule | None:
+        """How the manipulation score (``Prediction.score``) is computed; None for an old bundle without one."""
+        return self.bundle.rule
 
     def _check_io(self) -> None:
         """Refuse, at load time, a model whose input/output disagree with the bundle's files."""
@@ -210,12 +216,15 @@ class Detector:
         """
         finite = np.isfinite(logits).all(axis=-1)
         probs = softmax(np.where(finite[:, None], logits, 0.0))
-        ids = decisions(probs, self.labels, self.positive_label, self.threshold)
+        rule = self.rule
+        ids = decisions(probs, rule, self.threshold)
+        manipulation = rule.scores(probs) if rule is not None else [None] * len(probs)
         return [
-            Prediction(source=src, label=self.labels[int(i)], scores=dict(zip(self.labels, map(float, p), strict=True)))
+            Prediction(source=src, label=self.labels[int(i)], scores=dict(zip(self.labels, map(float, p), strict=True)),
+                       score=None if s is None else float(s))
             if ok else Failure(source=src, error=ModelOutputError(src, "the model returned non-finite scores "
                                                                   "(NaN or inf); its file may be damaged"))
-            for src, p, i, ok in zip(sources, probs, ids, finite, strict=True)
+            for src, p, i, s, ok in zip(sources, probs, ids, manipulation, finite, strict=True)
         ]
 
     def iter_predict(

@@ -1,4 +1,4 @@
-"""Scores and labels: a stable softmax and the decision rule."""
+"""Scores and labels: a stable softmax and the label names (the decision rule is in ``decision``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from .errors import BundleMismatchError
 from .jsonfile import read_json_object
 
-__all__ = ["decisions", "read_labels", "softmax"]
+__all__ = ["read_labels", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -37,17 +37,3 @@ def read_labels(path: Path) -> tuple[str, ...]:
         raise BundleMismatchError(f"{path}: id2label has duplicate names {labels}")
     return labels
 
-
-def decisions(probs: np.ndarray, labels: tuple[str, ...], positive: str | None, threshold: float | None) -> np.ndarray:
-    """The decided label id of each row of ``probs`` (N x labels).
-
-    Argmax, unless a threshold is set: then ``positive`` wins iff P(positive) >= threshold,
-    and otherwise the most probable of the other labels.
-    """
-    probs = np.asarray(probs)
-    if threshold is None or positive is None or positive not in labels:
-        return probs.argmax(axis=-1)
-    p = labels.index(positive)
-    rest = probs.copy()
-    rest[..., p] = -np.inf
-    return np.where(probs[..., p] >= threshold, p, rest.argmax(axis=-1))

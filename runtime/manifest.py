@@ -8,6 +8,7 @@ so the schema lives in exactly one place. Example (abridged)::
       "source": {"model": "prithivMLmods/deepfake-detector-model-v1", "revision": "..."},
       "default_variant": "int8",
       "decision": {"positive_label": "fake", "threshold": null},
+          (or {"positive_label": null, "real_label": "Real", "score": "1 - P(Real)", "threshold": null})
       "variants": {
         "fp32": {"file": "model.onnx", "sha256": "...", "bytes": 346000000,
                  "recipe": {"name": "fp32", "description": "..."},
@@ -57,15 +58,20 @@ class Variant:
 
 @dataclass(frozen=True)
 class Decision:
-    """How a label is chosen from the scores.
+    """Which labels mean manipulated, and how a label is chosen from the scores.
 
-    ``threshold`` is ``None`` for argmax; otherwise the positive label wins when
-    its probability is >= threshold. ``chosen`` records how a threshold was picked.
+    The manipulation score is P(``positive_label``), or 1 - P(``real_label``) when that is set
+    (then ``positive_label`` is None and ``score`` spells the formula); see ``decision.ScoreRule``.
+    ``threshold`` is ``None`` for argmax; otherwise the flagged labels win when the score is
+    >= threshold. ``chosen`` records how a threshold was picked.
     """
 
     positive_label: str | None = "fake"
     threshold: float | None = None
     chosen: dict[str, Any] | None = None
+    # Written only when set, so runtimes that predate them still read every positive-label bundle.
+    real_label: str | None = None
+    score: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,9 @@ class Manifest:
             # every bundle whose variants they can run.
             if variant.get("backend") == "onnxruntime" and variant.get("backend_options") is None:
                 del variant["backend"], variant["backend_options"]
+        for key in ("real_label", "score"):
+            if data["decision"][key] is None:
+                del data["decision"][key]
         # Put the identification first so a human reading the file sees it first.
         return {"format": data.pop("format"), "format_version": data.pop("format_version"), **data}
 
@@ -106,7 +115,7 @@ class Manifest:
                 source=dict(data.get("source", {})),
                 default_variant=str(data["default_variant"]),
                 variants=variants,
-                decision=Decision(**data.get("decision", {})),
+                decision=_decision(data.get("decision", {})),
                 validation=dict(data.get("validation", {})),
                 versions=dict(data.get("versions", {})),
                 created=data.get("created"),
@@ -129,6 +138,13 @@ class Manifest:
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def _decision(data: dict[str, Any]) -> Decision:
+    data = dict(data)
+    if data.get("real_label") is not None:  # {"real_label": "Real"} alone means no positive label
+        data.setdefault("positive_label", None)
+    return Decision(**data)
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -167,6 +183,11 @@ def _problems(manifest: Manifest) -> list[str]:
     decision = manifest.decision
     if not (decision.positive_label is None or isinstance(decision.positive_label, str)):
         problems.append(f"decision.positive_label must be a string or null, got {decision.positive_label!r}")
+    for key in ("real_label", "score"):
+        if not (getattr(decision, key) is None or isinstance(getattr(decision, key), str)):
+            problems.append(f"decision.{key} must be a string or null, got {getattr(decision, key)!r}")
+    if decision.real_label is not None and decision.positive_label is not None:
+        problems.append("decision names both positive_label and real_label; a bundle has one rule")
     if decision.threshold is not None and not (_is_number(decision.threshold) and 0.0 <= decision.threshold <= 1.0):
         problems.append(f"decision.threshold must be null or a number within [0, 1], got {decision.threshold!r}")
     return problems

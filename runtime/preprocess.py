@@ -1,9 +1,11 @@
-"""A numpy + Pillow replica of transformers' ``SiglipImageProcessor`` (the slow one).
+"""A numpy + Pillow replica of transformers' ``SiglipImageProcessor`` and ``ViTImageProcessor`` (the slow ones).
 
-It is what ``AutoImageProcessor`` returns when torchvision is absent, i.e. the
+They are what ``AutoImageProcessor`` returns when torchvision is absent, i.e. the
 model card's code path, and our output is required to be *bit-identical* to it.
-The steps and their exact dtypes follow ``SiglipImageProcessor.preprocess`` and
-``transformers.image_transforms`` (4.4x-4.57):
+Both run the same steps (``ViTImageProcessor.resize`` calls the same ``resize`` with
+``(height, width)``); only their defaults differ (``PROCESSOR_DEFAULTS``). The steps and
+their exact dtypes follow ``SiglipImageProcessor.preprocess``, ``ViTImageProcessor.preprocess``
+and ``transformers.image_transforms`` (4.4x-4.57):
 
 1. ``resize``: PIL ``Image.resize((width, height), resample, reducing_gap=None)``
    on the uint8 RGB image;
@@ -37,7 +39,16 @@ __all__ = [
 #: ``image_processor_type`` values whose behaviour this module reproduces. The
 #: fast (torchvision) variant is accepted because checkpoints saved with it keep
 #: the same settings; we reproduce the slow path, which the model card uses.
-SUPPORTED_PROCESSORS = frozenset({"SiglipImageProcessor", "SiglipImageProcessorFast"})
+SUPPORTED_PROCESSORS = frozenset({"SiglipImageProcessor", "SiglipImageProcessorFast", "ViTImageProcessor",
+                                  "ViTImageProcessorFast"})
+
+#: Each processor's ``__init__`` defaults that differ from SigLIP's (used when a key is absent):
+#: ViT resizes bilinearly (``PILImageResampling.BILINEAR``); its mean/std (IMAGENET_STANDARD, 0.5) and
+#: size (224) are SigLIP's.
+PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ViTImageProcessor": {"resample": 2},
+    "ViTImageProcessorFast": {"resample": 2},
+}
 
 
 #: Fast decoding reduces a JPEG by 1/2, 1/4 or 1/8 (DCT scaling) but never below this many times the
@@ -73,7 +84,7 @@ def _flag(value: object) -> bool:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """The settings of ``SiglipImageProcessor`` that shape the model input."""
+    """The settings of ``SiglipImageProcessor`` / ``ViTImageProcessor`` that shape the model input."""
 
     height: int
     width: int
@@ -93,10 +104,13 @@ class PreprocessConfig:
                 f"{source}: image_processor_type {kind!r} is not supported; "
                 f"expected one of {sorted(SUPPORTED_PROCESSORS)}"
             )
+        data = {**PROCESSOR_DEFAULTS.get(kind, {}), **data}
         size = data.get("size", {"height": 224, "width": 224})
+        if isinstance(size, int) and not isinstance(size, bool):  # transformers' get_size_dict: an int is square
+            size = {"height": size, "width": size}
         if not isinstance(size, Mapping) or "height" not in size or "width" not in size:
             raise UnsupportedBundleError(f"{source}: size must be {{'height': H, 'width': W}}, got {size!r}")
-        # Defaults are SiglipImageProcessor.__init__'s, used when a key is absent.
+        # Defaults are the processor's __init__'s, used when a key is absent.
         # Every value is checked here, so a damaged file fails at load and never
         # as a numpy/PIL error in the middle of a batch.
         try:

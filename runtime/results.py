@@ -17,15 +17,20 @@ class Prediction:
     ``source`` names any input (a path, ``<bytes #3>``, a video frame); the JSON
     form keeps the key ``path`` that ``deepfake-edge predict`` has always printed.
     ``scores`` maps every label to its probability (they sum to 1); ``label`` is
-    the decision (argmax, or the bundle's/caller's threshold on the positive label).
+    the decision (argmax, or the bundle's/caller's threshold on the manipulation score).
+    ``score`` is the manipulation score (``decision.ScoreRule``), None for a bundle without a rule.
     """
 
     source: str
     label: str
     scores: dict[str, float] = field(repr=True)
+    score: float | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {"path": self.source, "label": self.label, "scores": self.scores}
+        data: dict[str, object] = {"path": self.source, "label": self.label, "scores": self.scores}
+        if self.score is not None:
+            data["score"] = self.score
+        return data
 
 
 @dataclass(frozen=True)

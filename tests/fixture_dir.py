@@ -107,7 +107,8 @@ class FixtureDir:
             from deepfake_edge.export import export_bundle
 
             # fp32 + int8 whatever is installed (the export adds int8-ov by default where OpenVINO is)
-            export_bundle(str(self.checkpoint(spec)), out, variants=("fp32", "int8"), log=lambda _msg: None)
+            export_bundle(str(self.checkpoint(spec)), out, variants=("fp32", "int8"), log=lambda _msg: None,
+                          **TINY_SPECS[spec].export_options)
         return self._get(f"{spec}/bundle")
 
     def variants_bundle(self) -> Path:

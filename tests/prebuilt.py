@@ -28,6 +28,7 @@ RUNTIME_TESTS = [
     "test_cli_args.py",
     "test_concurrency.py",
     "test_corpus.py",
+    "test_decision.py",
     "test_detector.py",
     "test_fast_decode.py",
     "test_import_boundary.py",

@@ -52,13 +52,16 @@ class References:
 
     # -- the questions -------------------------------------------------------------
     def pixel_values(self, settings: Mapping[str, Any], rgb: Image.Image) -> np.ndarray:
-        """``SiglipImageProcessor(**settings)`` applied to one RGB image (channels last), as CHW float32."""
+        """``SiglipImageProcessor(**settings)`` (or the ``image_processor_type`` they name) applied to one
+        RGB image (channels last), as CHW float32."""
         key = _digest("pixel_values", json.dumps(settings, sort_keys=True), rgb.mode, rgb.size, rgb.tobytes())
 
         def compute() -> np.ndarray:
-            from transformers import SiglipImageProcessor
+            import transformers
 
-            processor = SiglipImageProcessor(**settings)
+            # settings may name the processor class, as preprocessor_config.json does
+            kwargs = {k: v for k, v in settings.items() if k != "image_processor_type"}
+            processor = getattr(transformers, settings.get("image_processor_type", "SiglipImageProcessor"))(**kwargs)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the reference library's chatter is not under test
                 return np.asarray(processor(images=rgb, return_tensors="np",

@@ -100,6 +100,7 @@ def test_manifests_and_globs(binary_bundle: Path, archive: tuple[Path, list[Path
     reference = Detector.load(binary_bundle).predict([str(p) for p in through_uri])
     for path, expected_result in zip(through_uri, reference, strict=True):
         assert rows[f"file://{path}"]["scores"] == pytest.approx(expected_result.scores, abs=1e-6)
+        assert rows[f"file://{path}"]["score"] == pytest.approx(expected_result.scores["fake"], abs=1e-6)
 
 
 def test_refuses_a_used_out_folder_without_resume(binary_bundle: Path, archive: tuple[Path, list[Path]],

@@ -126,17 +126,68 @@ def test_int8_keeps_the_fidelity_its_manifest_promises(any_bundle: tuple[str, Pa
     assert (probs.argmax(1) == expected.argmax(1))[decisive].all()
 
 
-def test_export_refuses_non_siglip(tmp_path: Path) -> None:
-    from transformers import ViTConfig, ViTForImageClassification
+def test_export_refuses_naflex_siglip2_and_unknown_architectures(tmp_path: Path) -> None:
+    """ViT is supported now (tests/test_family.py); NaFlex SigLIP2 and other model types are refused, saying why."""
+    from transformers import BertConfig, BertForSequenceClassification, Siglip2Config, Siglip2ForImageClassification
 
     from deepfake_edge.export import ExportError, export_bundle
 
-    vit = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=32,
-                    patch_size=8)
-    ViTForImageClassification(vit).save_pretrained(tmp_path / "vit")
-    with pytest.raises(ExportError, match="model_type is 'vit'"):
-        export_bundle(str(tmp_path / "vit"), tmp_path / "out", log=lambda _m: None)
+    tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
+    Siglip2ForImageClassification(Siglip2Config(vision_config={**tiny, "patch_size": 8, "num_patches": 16},
+                                                text_config=tiny)).save_pretrained(tmp_path / "siglip2")
+    with pytest.raises(ExportError, match="model_type is 'siglip2': .*NaFlex.*no fixed-size NCHW input"):
+        export_bundle(str(tmp_path / "siglip2"), tmp_path / "out", log=lambda _m: None)
+    BertForSequenceClassification(BertConfig(**tiny)).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ExportError, match="model_type is 'bert'; deepfake-edge exports SiglipForImageClassification"):
+        export_bundle(str(tmp_path / "bert"), tmp_path / "out", log=lambda _m: None)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("labels", "flags", "expected"), [
+    (("fake", "real"), {}, {"positive_label": "fake"}),
+    (("Real", "AI"), {}, {"positive_label": "AI"}),
+    (("Human", "edited"), {}, {"positive_label": "edited"}),  # the label beside the one real-like label
+    (("Artificial", "Deepfake", "Real"), {}, {"real_label": "Real"}),
+    (("real", "fake", "edited"), {"positive_label": "fake"}, {"positive_label": "fake"}),
+    (("real", "fake", "edited"), {"real_label": "real"}, {"real_label": "real"}),
+    (("cat", "dog"), {"positive_label": "dog"}, {"positive_label": "dog"}),
+])
+def test_the_label_rule_is_inferred_or_taken_from_the_flag(labels: tuple[str, ...], flags: dict[str, str],
+                                                           expected: dict[str, str]) -> None:
+    from deepfake_edge.decision import infer_rule
+
+    rule = infer_rule(labels, **flags)
+    assert {"positive_label": rule.positive_label, "real_label": rule.real_label} == {
+        "positive_label": None, "real_label": None, **expected}
+
+
+@pytest.mark.parametrize(("labels", "flags", "message"), [
+    (("real", "fake", "edited"), {}, "'edited'|cannot tell"),      # is 'edited' manipulated?
+    (("fake", "deepfake"), {}, "cannot tell"),                     # both fake-like
+    (("cat", "dog"), {}, "cannot tell"),                           # neither
+    (("Real", "Genuine", "Fake"), {}, "cannot tell"),              # two real-like labels
+    (("fake", "real"), {"positive_label": "Fake"}, "--positive-label 'Fake' is not one of the model's labels"),
+    (("fake", "real"), {"positive_label": "fake", "real_label": "real"}, "exclude each other"),
+])
+def test_ambiguous_labels_ask_for_a_flag(labels: tuple[str, ...], flags: dict[str, str], message: str) -> None:
+    from deepfake_edge.decision import AmbiguousLabelsError, infer_rule
+
+    with pytest.raises(AmbiguousLabelsError, match=message) as info:
+        infer_rule(labels, **flags)
+    if not flags:
+        assert "--positive-label" in str(info.value) and "--real-label" in str(info.value)
+
+
+def test_cli_export_stops_on_ambiguous_labels_before_exporting(tmp_path: Path) -> None:
+    from tiny_models import TINY_SPECS, build_tiny_checkpoint
+
+    checkpoint = build_tiny_checkpoint(TINY_SPECS["ternary"], tmp_path / "ckpt")  # real / fake / edited
+    run = _cli("export", checkpoint, tmp_path / "out")
+    assert run.returncode != 0
+    assert "cannot tell which one means manipulated" in run.stderr and "--real-label" in run.stderr
+    assert "exporting fp32" not in run.stderr and not (tmp_path / "out").exists()
+    help_text = _cli("export", "--help").stdout
+    assert "--positive-label NAME" in help_text and "--real-label NAME" in help_text
 
 
 def test_export_fails_loudly_when_parity_is_impossible(binary_checkpoint: Path, tmp_path: Path) -> None:

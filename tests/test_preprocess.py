@@ -1,4 +1,4 @@
-"""Preprocessing must be bit-identical to transformers' SiglipImageProcessor.
+"""Preprocessing must be bit-identical to transformers' SiglipImageProcessor and ViTImageProcessor.
 
 The reference is what the model card's code does: ``processor(image.convert("RGB"))``
 (computed by transformers, or replayed from the fixture directory on a base install).
@@ -34,6 +34,12 @@ PROCESSOR_SETTINGS = {
                            "image_mean": [120.0, 110.0, 100.0], "image_std": [60.0, 50.0, 40.0]},
     "no-resize": {"do_resize": False},
     "scalar-mean-std": {"size": {"height": 30, "width": 30}, "image_mean": 0.4, "image_std": 0.3},
+    # ViTImageProcessor: its own defaults (bilinear), and explicit settings
+    "vit-defaults": {"image_processor_type": "ViTImageProcessor", "size": {"height": 40, "width": 40}},
+    "vit-bicubic-imagenet-int-size": {
+        "image_processor_type": "ViTImageProcessor", "size": 37, "resample": 3,
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+    },
 }
 
 

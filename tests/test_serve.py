@@ -44,7 +44,7 @@ def test_classify_raw_body_and_multipart_match_detector(service, fp32: Detector,
         raw = client.post("/v1/classify", content=path.read_bytes(), headers={"content-type": media})
         assert raw.status_code == 200, raw.text
         body = raw.json()
-        assert set(body) == {"label", "scores", "variant", "model", "latency_ms"}
+        assert set(body) == {"label", "scores", "score", "variant", "model", "latency_ms"}
         assert body["variant"] == "fp32" and body["latency_ms"] > 0
         assert body["model"] == Path(str(fp32.bundle.manifest.source["model"])).name
         assert_matches(body, expected.label, expected.scores)

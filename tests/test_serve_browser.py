@@ -102,6 +102,9 @@ def test_page_renders_the_api_answer(server_url: str, photo_paths: list[Path]) -
                 assert drawn == pytest.approx(api["scores"][label], abs=0.01)  # the bar as rendered
                 assert chosen == (label == api["label"])
             assert page.inner_text("#decision") == api["label"]
+            # the manipulation score, by the bundle's rule (P(fake) for this bundle)
+            assert float(page.get_attribute("#score", "data-score") or "nan") == api["score"] == api["scores"]["fake"]
+            assert page.inner_text("#score").startswith("manipulation score P(fake) = ")
             assert "ms" in page.inner_text("#latency")
             assert float(page.get_attribute("#latency", "data-server-ms") or "0") > 0
             assert page.eval_on_selector("#preview", "img => img.complete && img.naturalWidth > 0")
@@ -120,6 +123,7 @@ def test_page_renders_the_api_answer(server_url: str, photo_paths: list[Path]) -
             page.wait_for_selector("#result[data-state='error']", timeout=15_000)
             assert page.inner_text("#error") == f"400: {api_error['message']}"
             assert page.eval_on_selector_all("#bars li", "items => items.length") == 0
+            assert page.inner_text("#score") == ""
         finally:
             browser.close()
 

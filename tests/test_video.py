@@ -331,7 +331,7 @@ def test_cli_folder_mixing_videos_and_junk(binary_bundle: Path, tmp_path: Path) 
     assert [s["source"] for s in by_kind["summary"]] == [str(folder / "a.mp4"), str(folder / "sub" / "b.webm")]
     assert [(s["frames"], s["duration"]) for s in by_kind["summary"]] == [(4, 2.0), (3, 1.5)]
     assert set(by_kind["summary"][0]) == {"source", "frames", "duration", "label", "score", "aggregate", "segments"}
-    assert set(by_kind["frame"][0]) == {"source", "time", "label", "scores"}
+    assert set(by_kind["frame"][0]) == {"source", "time", "label", "scores", "score"}
     assert [e["source"] for e in by_kind["error"]] == [str(folder / "junk.mkv")]
     assert set(by_kind["error"][0]) == {"source", "error", "message"}
     assert len(by_kind["frame"]) == 7

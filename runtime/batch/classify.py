@@ -34,12 +34,14 @@ DEFAULT_BATCH_SIZE = 16
 def result_schema(labels: Sequence[str]) -> pa.Schema:
     """The output columns: one row per input.
 
-    ``label``/``scores`` are null on error, ``error``/``message`` null on success.
+    ``label``/``scores`` are null on error, ``error``/``message`` null on success; ``score`` (the
+    manipulation score, ``decision.ScoreRule``) is also null for a bundle exported without a rule.
     """
     return pa.schema([
         ("path", pa.string()),
         ("label", pa.string()),
         ("scores", pa.struct([(label, pa.float64()) for label in labels])),
+        ("score", pa.float64()),
         ("error", pa.string()),
         ("message", pa.string()),
         ("variant", pa.string()),
@@ -115,6 +117,7 @@ class _Classifier:
                 "path": r.source,
                 "label": r.label if isinstance(r, Prediction) else None,
                 "scores": r.scores if isinstance(r, Prediction) else None,
+                "score": r.score if isinstance(r, Prediction) else None,
                 "error": None if ok else type(r.error).__name__,  # type: ignore[union-attr]
                 "message": None if ok else str(r.error),  # type: ignore[union-attr]
                 "variant": self.detector.variant_name,

@@ -106,8 +106,9 @@ def add_detector_options(parser: argparse.ArgumentParser, *, threshold: bool = T
     if threshold:
         parser.add_argument(
             "--threshold", type=probability, default=None,
-            help="label the positive label ('fake') when its P >= T, otherwise argmax "
-                 "(default: the bundle's threshold, else argmax)",
+            help="decide 'manipulated' when the manipulation score (the bundle's rule: P(positive label), or "
+                 "1 - P(real label)) is >= T: the most probable manipulated label wins, otherwise the most "
+                 "probable other label (default: the bundle's threshold, else argmax)",
         )
     if max_pixels:
         parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,

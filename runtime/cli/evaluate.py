@@ -29,10 +29,12 @@ label name (DATA_DIR/fake/, DATA_DIR/real/, ...; nested folders are searched).
 Each image is decoded once and every variant gets the same input tensor.
 
 For each variant: the classification report (the model card's layout), the
-confusion matrix, ROC AUC of the positive label ('fake') against the rest, and
-the threshold on P(fake) with the highest recall whose false positive rate
-(share of non-fake images with P(fake) >= threshold) is <= --target-fpr.
-Across variants: label agreement with fp32, max/mean |dP(fake)|, and the
+confusion matrix, ROC AUC of the manipulation score against the rest, and the
+threshold on that score with the highest recall whose false positive rate
+(share of authentic images scoring >= threshold) is <= --target-fpr. The score
+is the bundle's rule (manifest decision): P(positive label), e.g. P(fake), or
+1 - P(real label) for detectors with several manipulated labels.
+Across variants: label agreement with fp32, max/mean |d score|, and the
 images on which they disagree.
 
 Writes OUT/report.json (all figures and every image's scores) and OUT/roc.png
@@ -116,7 +118,7 @@ def _write_threshold(ev: Evaluation, variant: str) -> dict[str, Any] | None:
     except OSError as exc:
         _note(f"no threshold written: cannot replace {ev.bundle_dir / 'manifest.json'} ({exc})")
         return None
-    _note(f"wrote threshold P({ev.positive_label}) >= {point.threshold!r} ({variant}) into "
+    _note(f"wrote threshold {ev.score_text} >= {point.threshold!r} ({variant}) into "
           f"{ev.bundle_dir / 'manifest.json'}; predict and serve use it from now on (override with --threshold)")
     return {"threshold": point.threshold, **chosen}
 
@@ -124,15 +126,18 @@ def _write_threshold(ev: Evaluation, variant: str) -> dict[str, Any] | None:
 def _check_threshold_request(args: argparse.Namespace) -> str | None:
     """Why --write-threshold/--threshold-variant cannot work on this bundle, found before any image is scored."""
     from ..bundle import Bundle
+    from ..errors import UnsupportedBundleError
 
     bundle = Bundle.open(args.bundle)
     if args.threshold_variant:
         evaluated = args.variants or list(bundle.manifest.variants)
         if args.threshold_variant not in evaluated:
             return f"--threshold-variant {args.threshold_variant!r} is not among the evaluated variants {evaluated}"
-    positive = bundle.manifest.decision.positive_label
-    if args.write_threshold and positive not in bundle.labels:
-        return f"--write-threshold: the bundle's positive label {positive!r} is not one of its labels {bundle.labels}"
+    if args.write_threshold:
+        try:
+            bundle.require_rule("--write-threshold")
+        except UnsupportedBundleError as exc:
+            return str(exc)
     return None
 
 

@@ -11,10 +11,11 @@ from ..extras import require_extra
 from ..variant_choice import DEFAULT_BUDGET
 from .common import EXIT_OK, names, non_negative_float, positive_int, probability
 
-HELP = "export a SigLIP classifier to a quantized ONNX bundle (needs the [export] extra)"
+HELP = "export a SigLIP or ViT classifier to a quantized ONNX bundle (needs the [export] extra)"
 DESCRIPTION = """\
-Export a SiglipForImageClassification checkpoint (a Hugging Face hub id or a
-local save_pretrained directory) to a bundle directory holding model.onnx (fp32,
+Export a SiglipForImageClassification (also fixed-resolution SigLIP2) or
+ViTForImageClassification checkpoint (a Hugging Face hub id or a local
+save_pretrained directory) to a bundle directory holding model.onnx (fp32,
 validated against torch to 1e-4 on real photos), quantized variants, config.json,
 preprocessor_config.json and manifest.json (hashes, recipes, fidelity vs fp32).
 
@@ -32,6 +33,15 @@ Recipes (--variants):
                export and to run
   int4         4-bit block-wise weights (MatMulNBits): smallest file
   fp16         for GPU execution providers (CUDA, DirectML); SLOWER than fp32 on CPU
+
+Manipulation score (recorded in manifest.json, used by predict, scan, evaluate,
+serve): --positive-label NAME makes it P(NAME); --real-label NAME makes it
+1 - P(NAME), for any number of labels. Without either it is read from the label
+names, case-insensitively: fake, deepfake, ai, artificial, synthetic,
+generated, manipulated against real, realism, authentic, human, genuine. Two
+labels: the fake-like one (or the one beside the real-like one) is positive;
+more: one real-like label and all others fake-like gives 1 - P(real). Anything
+else stops the export and asks for a flag.
 
 Fidelity gate (gated int8 recipes): each is measured against fp32 on 208
 held-out images (shipped photos, their crops, synthetic images; never tuned on):
@@ -72,6 +82,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8-keep-fp32", type=int, default=0, metavar="N",
                         help="keep at least the N most quantization-sensitive MatMuls of int8 in fp32: better "
                              "fidelity, slower (default 0: only as many as the fidelity budget needs)")
+    rule = parser.add_mutually_exclusive_group()
+    rule.add_argument("--positive-label", default=None, metavar="NAME",
+                      help="the label that means manipulated: the score is P(NAME) (default: read from the labels)")
+    rule.add_argument("--real-label", default=None, metavar="NAME",
+                      help="the one label that means authentic: the score is 1 - P(NAME), for any number of labels "
+                           "(default: read from the labels)")
     parser.add_argument("--strict", action="store_true",
                         help="fail the export when a variant misses its fidelity budget")
     parser.add_argument("--budget-agreement", type=probability, default=DEFAULT_BUDGET["min_agreement"],
@@ -98,5 +114,5 @@ def run(args: argparse.Namespace) -> int:
                   revision=args.revision, atol=args.atol, overwrite=args.overwrite,
                   calibration_dir=args.calibration, calibration_limit=args.calibration_limit,
                   budget=budget, strict=args.strict, tune=args.tune, effort=args.effort,
-                  keep_fp32=args.int8_keep_fp32)
+                  keep_fp32=args.int8_keep_fp32, positive_label=args.positive_label, real_label=args.real_label)
     return EXIT_OK

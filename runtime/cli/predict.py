@@ -19,8 +19,11 @@ HELP = "classify images with a bundle (JSON lines on stdout)"
 DESCRIPTION = """\
 Classify image files and folders with an exported bundle. Prints one JSON line
 per input, in input order:
-  {"path": ..., "label": "fake", "scores": {"fake": 0.97, "real": 0.03}, "variant": "int8"}
+  {"path": ..., "label": "fake", "scores": {"fake": 0.97, "real": 0.03}, "score": 0.97, "variant": "int8"}
   {"path": ..., "error": "ImageDecodeError", "message": ...}
+"score" is the manipulation score, by the rule the bundle's manifest records:
+P(positive label), or 1 - P(real label) (see docs/models.md); bundles exported
+without a rule have none.
 A bad input never stops the others; the exit code is 1 if any input failed."""
 
 PROGRESS_MIN_INPUTS = 8

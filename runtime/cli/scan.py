@@ -61,8 +61,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_detector_options(parser)
     verdict = parser.add_argument_group("per-video verdict")
     verdict.add_argument("--aggregate", choices=sorted(AGGREGATES), default="mean",
-                         help="'mean': mean P(positive) over sampled frames (DeepfakeBench); 'confident': the DFDC "
-                              "winner's rule, the mean of confident frames when enough agree (default: mean)")
+                         help="'mean': mean manipulation score over sampled frames (DeepfakeBench); 'confident': "
+                              "the DFDC winner's rule, the mean of confident frames when enough agree (default: mean)")
     verdict.add_argument("--min-segment", type=non_negative_float, default=0.0,
                          help="report runs of frames at or over the threshold lasting at least this many s "
                               "(default: 0, every run)")

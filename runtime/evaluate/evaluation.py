@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..decision import ScoreRule, decisions
 from ..detector import Detector
 from ..images import DEFAULT_MAX_PIXELS
-from ..labels import decisions
 from .dataset import DatasetError, LabelledDataset, scan_labelled_folder
 from .metrics import (
     ClassificationReport,
@@ -45,8 +45,8 @@ class VariantEvaluation:
 
     ``predicted`` are label ids under the bundle's decision rule (argmax, or its
     threshold), i.e. what ``predict`` would answer. ``roc``, ``auc`` and
-    ``operating_point`` are for the positive label against the rest, and are
-    ``None`` when there is no positive label or the data lacks positives or negatives.
+    ``operating_point`` are for the manipulation score (manipulated against the rest), and are
+    ``None`` when the bundle has no score rule or the data lacks positives or negatives.
     """
 
     name: str
@@ -63,7 +63,7 @@ class VariantEvaluation:
 class VariantComparison:
     """A variant against the reference (fp32) on the same tensors.
 
-    ``dp`` is P(positive label); without a positive label it is the largest
+    ``dp`` is the manipulation score; without a score rule it is the largest
     change of any label's probability.
     """
 
@@ -87,7 +87,7 @@ class Disagreement:
     path: str
     true: str
     labels: dict[str, str]
-    scores: dict[str, float]  # P(positive label) per variant
+    scores: dict[str, float]  # the manipulation score per variant
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,22 @@ class Evaluation:
     comparisons: dict[str, VariantComparison]
     disagreements: tuple[Disagreement, ...]
     created: str
+    rule: ScoreRule | None = None  # the manipulation score; None: the bundle has none (ROC skipped)
 
     @property
     def positive_index(self) -> int | None:
+        """The positive label's index; None without a positive-label rule (old bundle, or a real-label rule)."""
         return self.labels.index(self.positive_label) if self.positive_label in self.labels else None
+
+    @property
+    def score_text(self) -> str:
+        """The manipulation score as a formula, ``P(fake)`` or ``1 - P(Real)``; ``P`` without a rule."""
+        return self.rule.text if self.rule is not None else "P"
+
+    @property
+    def flagged_name(self) -> str:
+        """What a flagged image is called: the positive label, or ``manipulated``."""
+        return self.rule.flagged_name if self.rule is not None else ""
 
 
 def _compare(name: str, reference: str, predicted: Mapping[str, np.ndarray], dp: Mapping[str, np.ndarray],
@@ -139,8 +151,13 @@ def evaluate_scores(
     target_fpr: float = DEFAULT_TARGET_FPR,
     default_variant: str,
     bundle_dir: Path,
+    rule: ScoreRule | None = None,
 ) -> Evaluation:
-    """Compute every figure from already-computed probabilities (no model needed)."""
+    """Compute every figure from already-computed probabilities (no model needed).
+
+    ``rule`` is the manipulation score ROC and thresholds are computed on; None: P(``positive_label``)
+    when it is one of ``labels``, else no ROC.
+    """
     if not 0.0 <= target_fpr <= 1.0:
         raise ValueError(f"target_fpr must be within [0, 1], got {target_fpr}")
     if scored.true.size == 0:
@@ -148,10 +165,11 @@ def evaluate_scores(
         raise DatasetError(f"{dataset.root}: none of the {len(dataset.images)} images could be read; first: {first}")
     names = list(scored.probs)
     reference = REFERENCE_VARIANT if REFERENCE_VARIANT in names else names[0]
-    pos = labels.index(positive_label) if positive_label in labels else None
-    is_positive = scored.true == pos
-    # ROC and threshold need the positive label and images on both sides of it.
-    has_both = pos is not None and bool(is_positive.any()) and not bool(is_positive.all())
+    if rule is None and positive_label in labels:
+        rule = ScoreRule(labels, positive_label=positive_label)
+    is_positive = rule.manipulated(scored.true) if rule is not None else np.zeros(scored.true.shape, bool)
+    # ROC and threshold need the rule and images on both sides of it.
+    has_both = rule is not None and bool(is_positive.any()) and not bool(is_positive.all())
 
     variants: dict[str, VariantEvaluation] = {}
     predicted: dict[str, np.ndarray] = {}
@@ -159,13 +177,13 @@ def evaluate_scores(
     for name in names:
         probs = scored.probs[name]
         # the runtime's own decision rule, so the report describes what `predict` answers
-        predicted[name] = decisions(probs, labels, positive_label, decision_threshold).astype(np.int64)
-        dp[name] = probs[:, pos] if pos is not None else probs
+        predicted[name] = decisions(probs, rule, decision_threshold).astype(np.int64)
+        dp[name] = rule.scores(probs) if rule is not None else probs
         roc = auc = point = None
-        if has_both and pos is not None:
-            roc = roc_curve(is_positive, probs[:, pos])
+        if has_both:
+            roc = roc_curve(is_positive, dp[name])
             auc = roc_auc(roc)
-            point = threshold_at_fpr(is_positive, probs[:, pos], target_fpr)
+            point = threshold_at_fpr(is_positive, dp[name], target_fpr)
         variants[name] = VariantEvaluation(
             name=name,
             file=variant_files[name],
@@ -184,7 +202,7 @@ def evaluate_scores(
             path=scored.paths[i],
             true=labels[int(scored.true[i])],
             labels={name: labels[int(predicted[name][i])] for name in names},
-            scores={name: float(scored.probs[name][i, pos]) for name in names} if pos is not None else {},
+            scores={name: float(dp[name][i]) for name in names} if rule is not None else {},
         )
         for i in np.flatnonzero((stacked != stacked[0]).any(axis=0))
     )
@@ -202,6 +220,7 @@ def evaluate_scores(
         comparisons=comparisons,
         disagreements=disagreements,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        rule=rule,
     )
 
 
@@ -247,6 +266,7 @@ def evaluate_bundle(
         variant_files={name: det.variant.file for name, det in detectors.items()},
         positive_label=first.positive_label,
         decision_threshold=manifest.decision.threshold,
+        rule=first.rule,
         target_fpr=target_fpr,
         default_variant=manifest.default_variant,
         bundle_dir=bundle_dir,

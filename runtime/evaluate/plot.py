@@ -24,7 +24,7 @@ _LINESTYLES = ("-", "--", "-.", ":")
 
 
 def _draw(ax: Any, ev: Evaluation, xmax: float, *, legend: bool) -> None:
-    positive = ev.positive_label
+    positive = ev.flagged_name
     ax.plot([0, 1], [0, 1], linestyle=":", color="0.6", linewidth=1, label="chance")
     ax.axvline(ev.target_fpr, linestyle="--", color="0.4", linewidth=1, label=f"target FPR {100 * ev.target_fpr:g} %")
     for index, (name, v) in enumerate(ev.variants.items()):
@@ -38,7 +38,7 @@ def _draw(ax: Any, ev: Evaluation, xmax: float, *, legend: bool) -> None:
         if point is not None:
             ax.plot([point.fpr], [point.recall], marker="o", markersize=7, color=line.get_color(),
                     markeredgecolor="black", linestyle="none",
-                    label=f"{name}: P({positive}) >= {format_threshold(point.threshold, 4)} "
+                    label=f"{name}: {ev.score_text} >= {format_threshold(point.threshold, 4)} "
                           f"(FPR {100 * point.fpr:.2f} %, recall {100 * point.recall:.1f} %)")
     # A small margin below 0 keeps curves and markers on the axes visible.
     ax.set_xlim(-0.01 * xmax, xmax)
@@ -61,12 +61,12 @@ def plot_roc(ev: Evaluation, path: Path) -> Path:
     except ImportError as exc:
         raise ExtraNotInstalledError("evaluate", "matplotlib") from exc
     if not any(v.roc is not None for v in ev.variants.values()):
-        raise ValueError(f"no ROC curve to draw: the data needs both {ev.positive_label!r} and other images")
+        raise ValueError(f"no ROC curve to draw: the data needs both {ev.flagged_name!r} and other images")
     zoom = ev.target_fpr < _ZOOM_BELOW
     fig = Figure(figsize=(13 if zoom else 7, 6), layout="constrained")
     axes = fig.subplots(1, 2 if zoom else 1, squeeze=False)[0]
     n = int(ev.scored.true.size)
-    fig.suptitle(f"ROC, {ev.positive_label} vs rest: {ev.bundle_dir.name} on {ev.dataset.root.name} ({n:,} images)")
+    fig.suptitle(f"ROC, {ev.flagged_name} vs rest: {ev.bundle_dir.name} on {ev.dataset.root.name} ({n:,} images)")
     _draw(axes[0], ev, 1.0, legend=True)
     if zoom:
         _draw(axes[1], ev, min(1.0, max(4 * ev.target_fpr, 0.02)), legend=False)

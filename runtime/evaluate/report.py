@@ -36,7 +36,6 @@ def to_dict(ev: Evaluation, *, threshold_written: dict[str, Any] | None = None) 
     from .. import __version__
 
     counts = ev.dataset.counts()
-    pos = ev.positive_index
     return {
         "report_version": JSON_VERSION,
         "tool": f"deepfake-edge {__version__}",
@@ -46,6 +45,8 @@ def to_dict(ev: Evaluation, *, threshold_written: dict[str, Any] | None = None) 
             "default_variant": ev.default_variant,
             "labels": list(ev.labels),
             "positive_label": ev.positive_label,
+            **({"real_label": ev.rule.real_label} if ev.rule is not None and ev.rule.real_label else {}),
+            "score": ev.rule.text if ev.rule is not None else None,
             "decision_threshold": ev.decision_threshold,
         },
         "data": {
@@ -76,7 +77,7 @@ def to_dict(ev: Evaluation, *, threshold_written: dict[str, Any] | None = None) 
             name: {
                 "reference": c.reference, "images": c.images, "agreeing": c.agreeing,
                 "label_agreement": c.label_agreement, "max_abs_dp": c.max_abs_dp, "mean_abs_dp": c.mean_abs_dp,
-                "dp_of": ev.positive_label if pos is not None else "any label", "worst_image": c.worst_image,
+                "dp_of": ev.score_text if ev.rule is not None else "any label", "worst_image": c.worst_image,
             }
             for name, c in ev.comparisons.items()
         },
@@ -127,12 +128,13 @@ def _confusion_text(labels: tuple[str, ...], matrix: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def _operating_point_text(point: OperatingPoint | None, roc: RocCurve, positive: str, target: float) -> str:
+def _operating_point_text(point: OperatingPoint | None, roc: RocCurve, positive: str, score: str,
+                          target: float) -> str:
     if point is None:
         text = (f"threshold for FPR <= {_pct(target)}: none on this data (no threshold flags any {positive!r} "
                 "image within the target; more non-positive images or a larger --target-fpr would help)")
     else:
-        text = (f"threshold for FPR <= {_pct(target)}: P({positive}) >= {format_threshold(point.threshold)}\n"
+        text = (f"threshold for FPR <= {_pct(target)}: {score} >= {format_threshold(point.threshold)}\n"
                 f"  FPR {_pct(point.fpr)} ({point.false_positives:,} of {point.negatives:,} non-{positive} images "
                 f"flagged), recall {_pct(point.recall)} ({point.true_positives:,} of {point.positives:,})")
     if 0.0 < target < 1.0 / roc.negatives:
@@ -143,10 +145,10 @@ def _operating_point_text(point: OperatingPoint | None, roc: RocCurve, positive:
 
 
 def _decision_text(ev: Evaluation) -> str:
-    if ev.decision_threshold is None or ev.positive_index is None:
+    if ev.decision_threshold is None or ev.rule is None:
         return "argmax (the bundle has no threshold)"
     threshold = format_threshold(ev.decision_threshold)
-    return f"{ev.positive_label!r} iff P({ev.positive_label}) >= {threshold} (the bundle's threshold)"
+    return f"{ev.flagged_name!r} iff {ev.score_text} >= {threshold} (the bundle's threshold)"
 
 
 def _listing(title: str, rows: list[str], limit: int, more: str) -> list[str]:
@@ -161,7 +163,7 @@ def _listing(title: str, rows: list[str], limit: int, more: str) -> list[str]:
 
 def format_text(ev: Evaluation, *, limit: int = 20) -> str:
     """The terminal report. ``limit`` caps each image listing (-1: no cap); report.json has them all."""
-    positive = ev.positive_label or ""
+    positive = ev.flagged_name
     counts = ", ".join(f"{label} {n:,}" for label, n in ev.dataset.counts().items())
     lines = [
         f"bundle:   {ev.bundle_dir} (default variant {ev.default_variant})",
@@ -172,15 +174,16 @@ def format_text(ev: Evaluation, *, limit: int = 20) -> str:
     for name, v in ev.variants.items():
         lines += ["", f"== {name} ({v.file}) ==", v.report.to_text().rstrip("\n"), "",
                   _confusion_text(ev.labels, v.confusion), ""]
-        if ev.positive_index is None:
+        if ev.rule is None:
             lines.append("ROC and threshold: skipped (the bundle names no positive label among its labels)")
         elif v.auc is None or v.roc is None:
             lines.append(f"ROC and threshold: skipped (needs both {positive!r} and other images)")
         else:
             lines.append(f"ROC AUC ({positive} vs rest): {v.auc:.4f}")
-            lines.append(_operating_point_text(v.operating_point, v.roc, positive, ev.target_fpr))
+            lines.append(_operating_point_text(v.operating_point, v.roc, positive, ev.score_text, ev.target_fpr))
     if ev.comparisons:
-        dp = f"|dP({positive})|" if ev.positive_index is not None else "|dP| (any label)"
+        dp = f"|d{ev.score_text}|" if ev.rule is not None and ev.rule.positive_label else (
+            "|d score|" if ev.rule is not None else "|dP| (any label)")
         lines += ["", f"== variants vs {ev.reference} (same input tensors) =="]
         lines.append(f"{'variant':<10} {'label agreement':<28} {'max ' + dp:>16} {'mean ' + dp:>17}")
         for name, c in ev.comparisons.items():

@@ -1,8 +1,8 @@
 """Write a chosen decision threshold into a bundle's ``manifest.json``, atomically.
 
 ``Detector`` reads ``decision.threshold`` at load time, so ``predict`` and
-``serve`` use it by default afterwards: the positive label wins iff its
-probability is >= the threshold. ``decision.chosen`` records how it was picked.
+``serve`` use it by default afterwards: a manipulated label wins iff the
+manipulation score (``decision.ScoreRule``) is >= the threshold. ``decision.chosen`` records how it was picked.
 
 The manifest is edited as JSON (every other key is kept as it was) and replaced
 with ``os.replace``, so a reader (a running server, a concurrent ``predict``)
@@ -18,9 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..bundle import CONFIG_NAME
-from ..errors import BundleMismatchError
-from ..labels import read_labels
+from ..bundle import Bundle
 from ..manifest import MANIFEST_NAME, Manifest
 
 __all__ = ["atomic_write_text", "write_threshold"]
@@ -49,24 +47,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_threshold(bundle_dir: str | Path, threshold: float, chosen: Mapping[str, Any]) -> Manifest:
     """Set ``decision.threshold`` and ``decision.chosen`` in the bundle's manifest.
 
-    Raises ``BundleError`` if the manifest is unreadable or its positive label is
-    not one of the model's labels (a threshold would then mean nothing), and
+    Raises ``BundleError`` if the bundle is unreadable or has no manipulation-score
+    rule (``Bundle.require_rule``: a threshold would then mean nothing), and
     ``OSError`` if the bundle folder is not writable. Returns the new manifest.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {threshold}")
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_NAME
-    Manifest.read(path)  # raises a BundleError naming the file if it is missing or malformed
+    Bundle.open(bundle_dir).require_rule("a decision threshold")  # raises a BundleError naming the file
     data = json.loads(path.read_text(encoding="utf-8"))
     decision = dict(data.get("decision") or {})
-    positive = decision.get("positive_label", "fake")
-    labels = read_labels(bundle_dir / CONFIG_NAME)
-    if positive not in labels:
-        raise BundleMismatchError(
-            f"{path}: decision.positive_label {positive!r} is not one of the model's labels {labels}; "
-            "a threshold on it would have no effect"
-        )
     decision.update(threshold=float(threshold), chosen=dict(chosen))
     data["decision"] = decision
     manifest = Manifest.from_dict(data, source=str(path))  # the edited document must still load

@@ -204,6 +204,7 @@ class _Service:
         return {
             "label": result.label,
             "scores": result.scores,
+            **({"score": result.score} if result.score is not None else {}),
             "variant": self.detector.variant_name,
             "model": self.model_name,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -281,6 +282,7 @@ class _Service:
             "variant": self.detector.variant_name,
             "labels": list(self.detector.labels),
             "positive_label": self.detector.positive_label,
+            "score": self.detector.rule.text if self.detector.rule is not None else None,
             "threshold": self.detector.threshold,
             "accepted_media_types": [*RAW_MEDIA_TYPES, "multipart/form-data"],
             "limits": {

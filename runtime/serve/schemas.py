@@ -13,8 +13,11 @@ __all__ = [
 
 
 class Classification(BaseModel):
-    label: str = Field(description="The decision: argmax, or the threshold rule on the positive label.")
+    label: str = Field(description="The decision: argmax, or the threshold rule on the manipulation score.")
     scores: dict[str, float] = Field(description="Probability of every label of the bundle (they sum to 1).")
+    score: float | None = Field(default=None, description=(
+        "The manipulation score, by the bundle's rule (GET /v1/info 'score'): P(positive label) or "
+        "1 - P(real label). Absent for bundles exported without a rule."))
     variant: str = Field(description="Bundle variant that produced the scores, e.g. 'int8'.")
     model: str | None = Field(description="The source model the bundle was exported from.")
     latency_ms: float = Field(
@@ -28,6 +31,7 @@ class BatchItem(BaseModel):
     source: str = Field(description="The uploaded file name (or '<part N>').")
     label: str | None = None
     scores: dict[str, float] | None = None
+    score: float | None = None
     variant: str | None = None
     model: str | None = None
     latency_ms: float | None = None
@@ -51,6 +55,8 @@ class ServiceInfo(BaseModel):
     variant: str
     labels: list[str]
     positive_label: str | None
+    score: str | None = Field(default=None, description="The manipulation score's formula, e.g. 'P(fake)' or "
+                                                        "'1 - P(Real)'; null for a bundle without a rule.")
     threshold: float | None
     accepted_media_types: list[str]
     limits: dict[str, float]

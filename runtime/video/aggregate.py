@@ -1,4 +1,5 @@
-"""Per-video verdicts from per-frame scores: pure functions over P(positive label).
+"""Per-video verdicts from per-frame scores: pure functions over the frames' manipulation scores
+(``decision.ScoreRule``: P(positive label), or 1 - P(real label)).
 
 ``mean``: the mean over sampled frames, DeepfakeBench's video-level protocol.
 
@@ -25,7 +26,7 @@ CONFIDENT_LOW_FRACTION = 0.9
 
 
 def mean_score(scores: Sequence[float]) -> float:
-    """Mean P(positive); NaN for no frames."""
+    """Mean score; NaN for no frames."""
     return math.fsum(scores) / len(scores) if scores else math.nan
 
 
@@ -41,7 +42,7 @@ def confident_score(scores: Sequence[float]) -> float:
     return mean_score(scores)
 
 
-#: --aggregate choices: name -> frames' P(positive) -> the video's score.
+#: --aggregate choices: name -> frames' scores -> the video's score.
 AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {"mean": mean_score, "confident": confident_score}
 
 

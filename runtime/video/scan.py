@@ -21,17 +21,16 @@ import numpy as np
 
 from ..detector import Detector
 from ..errors import DeepfakeEdgeError, VideoDecodeError
-from ..labels import decisions
-from ..results import Failure
+from ..results import Failure, Prediction
 from .aggregate import Segment, aggregate, segments
 from .frames import Sampling, VideoReader, frame_name
 
 __all__ = [
     "DEFAULT_SEGMENT_THRESHOLD", "EventSink", "FrameResult", "ScanItem", "ScanOptions", "VideoError", "VideoSummary",
-    "classify_frame", "scan", "summarize",
+    "classify_frame", "frame_result", "scan", "summarize",
 ]
 
-#: Segments need a threshold on P(positive); without one in the bundle or on the command line, this.
+#: Segments need a threshold on the manipulation score; without one in the bundle or on the command line, this.
 DEFAULT_SEGMENT_THRESHOLD = 0.5
 
 
@@ -54,14 +53,16 @@ class FrameResult:
     time: float
     label: str
     scores: dict[str, float]
+    score: float = float("nan")  # the manipulation score (``decision.ScoreRule``)
 
     def to_dict(self) -> dict[str, object]:
-        return {"source": self.source, "time": round(self.time, 3), "label": self.label, "scores": self.scores}
+        return {"source": self.source, "time": round(self.time, 3), "label": self.label, "scores": self.scores,
+                "score": self.score}
 
 
 @dataclass(frozen=True)
 class VideoSummary:
-    """A source's verdict: ``score`` is the aggregate P(positive label) over its ``frames`` sampled frames;
+    """A source's verdict: ``score`` is the aggregate manipulation score over its ``frames`` sampled frames;
     ``duration`` the seconds of video read."""
 
     source: str
@@ -102,26 +103,36 @@ def classify_frame(detector: Detector, source: str, time_s: float, tensor: np.nd
     result = detector.results([frame_name(source, time_s)], detector.logits(tensor[None]))[0]
     if isinstance(result, Failure):
         raise result.error
-    return FrameResult(source, time_s, result.label, result.scores)
+    return frame_result(detector, source, time_s, result)
+
+
+def frame_result(detector: Detector, source: str, time_s: float, result: Prediction) -> FrameResult:
+    """A frame's ``Prediction`` as a ``FrameResult`` carrying the manipulation score."""
+    score = result.score if result.score is not None else detector.bundle.require_rule("a video verdict").scores(
+        np.array([[result.scores[label] for label in detector.labels]]))[0]
+    return FrameResult(source, time_s, result.label, result.scores, float(score))
 
 
 def summarize(
     detector: Detector, source: str, frames: Sequence[FrameResult], *, duration: float, method: str = "mean",
     min_segment: float = 0.0,
 ) -> VideoSummary:
-    """The verdict over ``frames`` (at least one): the aggregate P(positive), the label it decides, the segments.
+    """The verdict over ``frames`` (at least one): the aggregate manipulation score, the label it decides,
+    the segments.
 
-    The label is the bundle's decision rule applied to the mean scores with the positive
-    label's replaced by the aggregate; segments use the decision threshold (0.5 when there is none).
+    The label is the bundle's decision rule applied to the mean scores with the aggregate as the
+    manipulation score (for a positive label: its mean replaced by the aggregate; for a real label:
+    its mean replaced by 1 - aggregate); segments use the decision threshold (0.5 when there is none).
     """
-    positive = detector.bundle.require_positive_label("a video verdict")
+    rule = detector.bundle.require_rule("a video verdict")
     if not frames:
         raise ValueError(f"{source}: no frames to summarize")
-    p = [f.scores[positive] for f in frames]
+    p = [f.score for f in frames]
     score = aggregate(method, p)
     means = np.array([[np.mean([f.scores[label] for f in frames]) for label in detector.labels]])
-    means[0, detector.labels.index(positive)] = score
-    label = detector.labels[int(decisions(means, detector.labels, positive, detector.threshold)[0])]
+    anchor = rule.positive_label if rule.positive_label is not None else rule.real_label
+    means[0, detector.labels.index(anchor)] = score if rule.positive_label is not None else 1.0 - score
+    label = detector.labels[int(rule.decide(means, detector.threshold, np.array([score]))[0])]
     threshold = detector.threshold if detector.threshold is not None else DEFAULT_SEGMENT_THRESHOLD
     runs = segments([f.time for f in frames], p, threshold=threshold, min_length=min_segment)
     return VideoSummary(source, len(frames), duration, label, score, method, tuple(runs))
@@ -162,11 +173,11 @@ def scan(detector: Detector, source: str, options: ScanOptions | None = None) ->
     """Classify the sampled frames of ``source``: a ``FrameResult`` per frame, then a ``VideoSummary``,
     or a ``VideoError`` (after the frames classified before the source broke).
 
-    Raises ``UnsupportedBundleError`` if the bundle has no positive label, before reading anything.
+    Raises ``UnsupportedBundleError`` if the bundle has no manipulation-score rule, before reading anything.
     Closing the generator early stops the decode thread.
     """
     options = options or ScanOptions()
-    detector.bundle.require_positive_label("a video verdict")
+    detector.bundle.require_rule("a video verdict")
     aggregate(options.aggregate, [])  # an unknown method fails now, not after the whole video
     stop = threading.Event()
     items: queue.Queue[object] = queue.Queue(maxsize=options.queue_size)

@@ -94,7 +94,7 @@ def watch(
     still gets its summary. Closing the generator early stops the reader threads.
     """
     options = options or LiveOptions()
-    positive = detector.bundle.require_positive_label("a live watch")
+    detector.bundle.require_rule("a live watch")
     threshold = detector.threshold if detector.threshold is not None else DEFAULT_SEGMENT_THRESHOLD
     rule = AlertRule(*options.alert, threshold=threshold)
     stop = stop or threading.Event()
@@ -115,7 +115,7 @@ def watch(
             wake.wait(remaining)
             wake.clear()
             for item in list(active):
-                outcome = yield from _step(detector, item, positive, options)
+                outcome = yield from _step(detector, item, options)
                 if outcome is not None:
                     active.remove(item)
                     yield from _finish(detector, item, options, outcome)
@@ -127,7 +127,7 @@ def watch(
 
 
 def _step(
-    detector: Detector, item: _Source, positive: str, options: LiveOptions
+    detector: Detector, item: _Source, options: LiveOptions
 ) -> Generator[LiveItem, None, DeepfakeEdgeError | float | bool | None]:
     """Report ``item``'s news and classify its newest frame. Returns (via StopIteration) the source's
     outcome once it is done: an error, the end of a finite source (the seconds read), or True
@@ -149,7 +149,7 @@ def _step(
         return exc
     item.frames.append(result)
     yield result
-    yield from item.alerts.update(result.time, result.scores[positive])
+    yield from item.alerts.update(result.time, result.score)
     if options.max_frames is not None and len(item.frames) >= options.max_frames:
         return True
     return outcome

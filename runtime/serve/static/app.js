@@ -5,6 +5,7 @@
 const byId = (id) => document.getElementById(id);
 const KEY_ITEM = "deepfake-edge-api-key"; // sessionStorage: this tab only, gone when it closes
 let labels = null; // the bundle's label order, from /v1/info
+let scoreRule = null; // the manipulation score's formula, from /v1/info ("P(fake)", "1 - P(Real)")
 let previewUrl = null;
 
 function authHeaders() {
@@ -34,7 +35,8 @@ async function loadInfo() {
     }
     byId("key-form").hidden = true;
     labels = info.labels;
-    const rule = info.threshold === null ? "argmax" : `${info.positive_label} if P ≥ ${info.threshold}`;
+    scoreRule = info.score ?? null;
+    const rule = info.threshold === null ? "argmax" : `manipulated if ${scoreRule ?? "P"} ≥ ${info.threshold}`;
     byId("model-info").textContent =
       `model ${info.model ?? "(unnamed)"} · variant ${info.variant} · labels ${info.labels.join(", ")} · decision ${rule}`;
   } catch (err) {
@@ -75,6 +77,14 @@ function render(answer, roundTripMs) {
     list.append(item);
   }
   byId("decision").textContent = answer.label;
+  const score = byId("score");
+  if (typeof answer.score === "number") {
+    score.textContent = `manipulation score ${scoreRule ?? ""} = ${(answer.score * 100).toFixed(1)}%`;
+    score.dataset.score = String(answer.score); // the exact value, for scripts and tests
+  } else {
+    score.textContent = "";
+    delete score.dataset.score;
+  }
   byId("latency").textContent =
     `server ${answer.latency_ms.toFixed(1)} ms · round trip ${roundTripMs.toFixed(0)} ms · ${answer.variant}`;
   byId("latency").dataset.serverMs = String(answer.latency_ms);
@@ -87,6 +97,8 @@ async function classify(file) {
   byId("error").hidden = true;
   byId("bars").replaceChildren();
   byId("decision").textContent = "classifying…";
+  byId("score").textContent = "";
+  delete byId("score").dataset.score;
   byId("latency").textContent = "";
   if (previewUrl) URL.revokeObjectURL(previewUrl);
   previewUrl = URL.createObjectURL(file);
