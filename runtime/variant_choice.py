@@ -137,6 +137,15 @@ def _misses(fidelity: Mapping[str, Any], budget: Mapping[str, Any]) -> list[str]
     return misses
 
 
+def _figures(fidelity: Mapping[str, Any] | None, record: Mapping[str, Any]) -> str:
+    """" on 208 held-out images (p99 |dP| 0.0133, mean 0.00190)", from what the export recorded."""
+    if record.get("judged_on") != "held_out" or not isinstance(fidelity, Mapping):
+        return ""
+    p99, mean = _number(fidelity.get("p99_abs_dp")), _number(fidelity.get("mean_abs_dp"))
+    numbers = f" (p99 |dP| {p99:.4f}, mean {mean:.5f})" if p99 is not None and mean is not None else ""
+    return f" on {record.get('held_out_images')} held-out images{numbers}"
+
+
 def passed_gate(manifest: Manifest, name: str) -> tuple[bool, str]:
     """Whether variant ``name`` passed the fidelity gate, and in what words."""
     if name == "fp32":
@@ -150,7 +159,7 @@ def passed_gate(manifest: Manifest, name: str) -> tuple[bool, str]:
         if missed:
             where = " and ".join(w.replace("_", "-") for w in missed)
             return False, f"missed its fidelity budget on the {where} images"
-        return True, "met its fidelity budget"
+        return True, "met its fidelity budget" + _figures(manifest.variants[name].fidelity, record)
     fidelity = manifest.variants[name].fidelity
     if not isinstance(fidelity, dict):
         return False, "no fidelity recorded"
