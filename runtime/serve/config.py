@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -32,6 +33,11 @@ class ServeConfig:
             so a slow client cannot hold a slot forever.
         decode_workers: threads decoding and preprocessing uploads.
         retry_after_s: the ``Retry-After`` value sent with 503 answers.
+        max_video_seconds: seconds of an uploaded video scanned at most; the rest is
+            not decoded, and the answer says ``"capped": true``.
+        video_memory_mb: memory the child process decoding an uploaded video may
+            map beyond its own start (about 300 MB: Python, PyAV, numpy); a video
+            needing more fails alone (500).
     """
 
     max_batch: int = 8
@@ -43,17 +49,22 @@ class ServeConfig:
     read_timeout_s: float = 30.0
     decode_workers: int = _default_decode_workers()
     retry_after_s: int = 1
+    max_video_seconds: float = 600.0
+    video_memory_mb: int = 2048
 
     def __post_init__(self) -> None:
         positive = {
             "max_batch": self.max_batch, "max_queue": self.max_queue, "max_body_bytes": self.max_body_bytes,
             "max_batch_items": self.max_batch_items, "timeout_s": self.timeout_s,
             "read_timeout_s": self.read_timeout_s, "decode_workers": self.decode_workers,
-            "retry_after_s": self.retry_after_s,
+            "retry_after_s": self.retry_after_s, "max_video_seconds": self.max_video_seconds,
+            "video_memory_mb": self.video_memory_mb,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if not math.isfinite(self.max_video_seconds):
+            raise ValueError(f"max_video_seconds must be a finite number, got {self.max_video_seconds}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.max_batch_items > self.max_queue:

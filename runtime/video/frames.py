@@ -189,6 +189,7 @@ class VideoReader:
         self.max_pixels = max_pixels
         self.position = 0.0  # end (s) of the last frame decoded: how much video has been seen
         self.decoded = 0  # frames decoded so far
+        self.capped = False  # True when the read stopped at ``sampling.end`` and the video went on
         if not is_url(source):
             _check_local(source)
         options = {"rtsp_transport": "tcp"} if source.lower().startswith(("rtsp://", "rtsps://")) else {}
@@ -297,7 +298,8 @@ class VideoReader:
         A frame without a pts (the first frames of an RTSP session) gets the previous frame's
         time plus one frame interval. Raises ``VideoSourceError`` when the source breaks or
         goes silent; at the end of a file whose data stops well before its declared
-        duration, raises ``VideoDecodeError`` (truncated).
+        duration, raises ``VideoDecodeError`` (truncated); ``ImageTooLargeError`` at once for a
+        decoded frame over ``max_pixels`` (the declared size is checked at open, before decoding).
         """
         import av
 
@@ -320,10 +322,12 @@ class VideoReader:
                         time_s = self._seconds(pts)
                     last = self._last = time_s
                     self.decoded += 1
+                    self._check_size(frame.width, frame.height, frame_name(self.source, time_s))  # before converting
                     self.position = max(self.position, time_s + (
                         self._seconds(self._origin + frame.duration) if frame.duration and self._origin is not None
                         else self.frame_interval))
                     if time_s >= sampling.end:
+                        self.capped = True
                         return
                     if time_s + _TICK_EPSILON >= sampling.start:
                         yield time_s, frame
@@ -346,8 +350,7 @@ class VideoReader:
                                                 f"declared {declared:.3f} s")
 
     def image(self, time_s: float, frame: Any) -> Image.Image:
-        """The frame as an upright RGB image (display matrix applied as ffmpeg does); checks the pixel limit."""
-        self._check_size(frame.width, frame.height, frame_name(self.source, time_s))
+        """The frame as an upright RGB image (display matrix applied as ffmpeg does)."""
         return autorotate(frame.to_image(), frame_matrix(frame))
 
     def samples(self) -> Iterator[tuple[float, Image.Image]]:
