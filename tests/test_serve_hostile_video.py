@@ -150,3 +150,13 @@ def test_the_video_limits_are_checked() -> None:
     for bad in ({"max_video_seconds": 0}, {"max_video_seconds": float("inf")}, {"video_memory_mb": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ServeConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_a_stream_without_a_decoder_is_a_clear_error(detector: Detector, tmp_path: Path) -> None:
+    """Found by the fuzz test: PyAV gives such a stream no codec object, and reading its name raised AttributeError."""
+    clip = write_video(tmp_path / "clip.mkv", frames_of(4, 32, 32), codec="h264").read_bytes()
+    unknown = tmp_path / "unknown.mkv"
+    unknown.write_bytes(clip.replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/QQQ"))  # a codec id FFmpeg does not know
+    items = [item.to_dict() for item in scan(detector, str(unknown))]
+    assert items == [{"source": str(unknown), "error": "VideoDecodeError",
+                      "message": f"{unknown}: no decoder for its video codec (unknown or unsupported)"}]

@@ -154,15 +154,16 @@ def _check_local(source: str) -> None:
 def _read_error(source: str, exc: Exception, *, what: str, timeout_s: float, waited_s: float) -> VideoSourceError:
     """An FFmpeg error, raised ``waited_s`` into an open or a read, as ours.
 
-    FFmpeg reports its interrupt (our timeout) as "exit requested", or as whatever the
-    demuxer makes of it: RTSP's, on a server that accepts the connection and never
-    answers, says "invalid data". So an error at or after the deadline is the timeout.
+    FFmpeg reports its interrupt (our timeout) as "exit requested", or as whatever the demuxer makes of it
+    (RTSP's, on a server that never answers, says "invalid data"): an error at or after the deadline is the timeout.
     """
     import av
 
     if isinstance(exc, (av.error.ExitError, TimeoutError)) or waited_s >= timeout_s * _AT_DEADLINE:
         silent = "no answer from the server" if what == "open" and is_url(source) else "no data"
         return VideoTimeoutError(source, f"{silent} within the {what} timeout of {timeout_s:g} s")
+    if isinstance(exc, UnicodeDecodeError):  # PyAV reads the container's metadata as UTF-8
+        return VideoDecodeError(source, f"corrupt metadata (not UTF-8: {exc.reason})")
     if isinstance(exc, EOFError) and what == "open":
         return VideoDecodeError(source, "ends before any video data (an empty or cut-off container)")
     if isinstance(exc, av.error.InvalidDataError):
@@ -199,7 +200,7 @@ class VideoReader:
         try:
             self._container: av.container.InputContainer = av.open(
                 source, format=device, timeout=(sampling.open_timeout_s, sampling.read_timeout_s), options=options)
-        except (av.error.FFmpegError, OSError) as exc:
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise _read_error(source, exc, what="open", timeout_s=sampling.open_timeout_s,
                               waited_s=time.monotonic() - started) from exc
         try:
@@ -221,7 +222,8 @@ class VideoReader:
         stream = streams.video[0]
         ctx = stream.codec_context
         if ctx is None:
-            raise VideoDecodeError(self.source, f"no decoder for its video codec {stream.codec.name!r}")
+            # (PyAV >= 14 has no codec object, hence no name, for a stream without a decoder)
+            raise VideoDecodeError(self.source, "no decoder for its video codec (unknown or unsupported)")
         self._check_size(ctx.width, ctx.height, self.source)
         ctx.thread_count = self.sampling.decoder_threads
         ctx.thread_type = "AUTO" if self.sampling.decoder_threads > 1 else "SLICE"
@@ -332,7 +334,7 @@ class VideoReader:
                     if time_s + _TICK_EPSILON >= sampling.start:
                         yield time_s, frame
                 asked = time.monotonic()
-        except (av.error.FFmpegError, OSError) as exc:
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise _read_error(self.source, exc, what="read", timeout_s=sampling.read_timeout_s,
                               waited_s=time.monotonic() - asked) from exc
         self._check_complete()
