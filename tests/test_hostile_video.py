@@ -1,4 +1,4 @@
-"""Hostile uploads to ``POST /v1/classify/video`` against a real uvicorn server on loopback.
+"""Hostile videos: against a real uvicorn server on loopback (``POST /v1/classify/video``), and in process.
 
 A decoder crash (the child really dies by SIGSEGV), a hang, a real decompression bomb (a tiny
 MKV declaring 48 Mpx frames) and a 10-hour clip each fail or shorten that one request; the
@@ -160,3 +160,23 @@ def test_a_stream_without_a_decoder_is_a_clear_error(detector: Detector, tmp_pat
     items = [item.to_dict() for item in scan(detector, str(unknown))]
     assert items == [{"source": str(unknown), "error": "VideoDecodeError",
                       "message": f"{unknown}: no decoder for its video codec (unknown or unsupported)"}]
+
+
+def test_metadata_that_is_not_utf8_is_a_clear_error(detector: Detector, tmp_path: Path) -> None:
+    """Found by the fuzz test: PyAV decodes stream metadata as UTF-8 inside av.open and raised UnicodeDecodeError."""
+    import av
+    import numpy as np
+
+    path = tmp_path / "titled.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.metadata["title"] = "YYYYYYYY"
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), "rgb24")))
+        container.mux(stream.encode())
+    path.write_bytes(path.read_bytes().replace(b"YYYYYYYY", bytes(range(0xB0, 0xB8))))  # not UTF-8
+    items = [item.to_dict() for item in scan(detector, str(path))]
+    assert items == [{"source": str(path), "error": "VideoDecodeError",
+                      "message": f"{path}: corrupt metadata (not UTF-8: invalid start byte)"}]
