@@ -131,6 +131,7 @@ def test_the_scan_cli_answers_every_mutant(binary_bundle: Path, clips: list[Path
     assert proc.returncode in (0, 1), stderr.read_text()  # 1: some sources failed; never a signal
     assert "Traceback" not in stderr.read_text(), stderr.read_text()
     assert sum(outcomes.values()) == len(clips)  # one summary or one error line per clip
+    assert set(outcomes) <= {"summary", "VideoDecodeError", "ImageTooLargeError"}  # files that exist: no open error
     # onnxruntime writes its session marker .ses into TMPDIR when it is imported: once, not per clip
     assert [p.name for p in spool.iterdir() if p.name != ".ses"] == []
     peak_mb = usage.ru_maxrss / 1024

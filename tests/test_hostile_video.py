@@ -180,3 +180,13 @@ def test_metadata_that_is_not_utf8_is_a_clear_error(detector: Detector, tmp_path
     items = [item.to_dict() for item in scan(detector, str(path))]
     assert items == [{"source": str(path), "error": "VideoDecodeError",
                       "message": f"{path}: corrupt metadata (not UTF-8: invalid start byte)"}]
+
+
+def test_a_cut_off_container_is_a_decode_error_not_an_open_error(detector: Detector, tmp_path: Path) -> None:
+    """Found by the fuzz test: FFmpeg opens an MKV cut inside its header with EIO, which read as 'cannot open'."""
+    clip = write_video(tmp_path / "clip.mkv", frames_of(12, 32, 32), codec="vp9", rate=6, gop=4).read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(clip[:200])
+    items = [item.to_dict() for item in scan(detector, str(cut))]
+    assert items == [{"source": str(cut), "error": "VideoDecodeError",
+                      "message": f"{cut}: a cut-off or corrupt container (Input/output error)"}]

@@ -1,19 +1,19 @@
 """Video sources read with PyAV (FFmpeg): decoded frames with their times, and the sampled ones as RGB images.
 
-A source is a file path, a URL FFmpeg reads (``rtsp://``, ``http(s)://``, ``udp://``, ...)
-or a capture device (``/dev/video0``). :class:`VideoReader` opens it with timeouts and
-yields every decoded frame with its time; :func:`sample_frames` keeps the frames due
-at ``fps`` and converts only those to RGB. Frames in between are decoded (the codec
-needs them) but never converted.
+A source is a file path, a URL FFmpeg reads (``rtsp://``, ``http(s)://``, ``udp://``, ...) or a capture
+device (``/dev/video0``). :class:`VideoReader` opens it with timeouts and yields every decoded frame with its
+time; :func:`sample_frames` keeps the frames due at ``fps`` and converts only those to RGB. Frames in between
+are decoded (the codec needs them) but never converted.
 
-Times are seconds from the start of the video, from each frame's presentation
-timestamp (pts), so variable-frame-rate video is sampled evenly in time.
+Times are seconds from the start of the video, from each frame's presentation timestamp (pts), so
+variable-frame-rate video is sampled evenly in time.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import math
 import os
 import stat
@@ -131,10 +131,7 @@ class TimeSampler:
 
 
 def _check_local(source: str) -> None:
-    """Refuse, before FFmpeg blocks on it, a path that is missing, a folder, empty, or a FIFO/socket.
-
-    Character devices (``/dev/video0``) are FFmpeg's to open.
-    """
+    """Refuse, before FFmpeg blocks on it, a missing path, a folder, an empty file or a FIFO/socket (not a device)."""
     try:
         info = os.stat(source)
     except FileNotFoundError as exc:
@@ -171,6 +168,8 @@ def _read_error(source: str, exc: Exception, *, what: str, timeout_s: float, wai
                                         f"({exc.strerror or exc})")
     if isinstance(exc, av.error.FFmpegError) and what != "open":
         return VideoDecodeError(source, f"the source broke ({exc.strerror or exc})")
+    if isinstance(exc, av.error.FFmpegError) and exc.errno in (errno.EIO, errno.ENOMEM) and not is_url(source):
+        return VideoDecodeError(source, f"a cut-off or corrupt container ({exc.strerror or exc})")
     return VideoOpenError(source, f"cannot open ({getattr(exc, 'strerror', None) or exc})")
 
 
