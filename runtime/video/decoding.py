@@ -30,7 +30,6 @@ import multiprocessing.connection
 import multiprocessing.context
 import multiprocessing.forkserver
 import os
-import resource
 import signal
 import struct
 import threading
@@ -118,7 +117,8 @@ def _context() -> multiprocessing.context.ForkServerContext:
 
 
 def prepare() -> None:
-    """Start the forkserver now (about a second, once per process) rather than on the first isolated decode."""
+    """Start the forkserver now (once per process: it imports PyAV and this package) rather than on the first
+    isolated decode."""
     _context()
     multiprocessing.forkserver.ensure_running()
 
@@ -158,6 +158,7 @@ def isolated_samples(
         if child.pid is not None:
             child.kill()  # a no-op on a child that has exited
             child.join()
+            child.close()  # its sentinel's file descriptor, now rather than at garbage collection
 
 
 def _receive(
@@ -208,7 +209,7 @@ def _mapped_bytes() -> int:
     """This process's address space now (0 without ``/proc``)."""
     try:
         with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[0]) * resource.getpagesize()
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
 
@@ -218,6 +219,8 @@ def _child(
     memory_bytes: int, fault: str | None,
 ) -> None:
     """The child process: limits, then :func:`decoded_samples`, each item sent as bytes."""
+    import resource  # POSIX only, as the forkserver is: imported where it runs
+
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file holding the upload
     # Relative to the start: the forkserver's own mappings vary (thread arenas it made are inherited).
     limit = _mapped_bytes() + memory_bytes
