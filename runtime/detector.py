@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -12,15 +13,15 @@ import onnxruntime as ort
 from .bundle import CONFIG_NAME, PREPROCESSOR_NAME, Bundle
 from .decision import ScoreRule, decisions
 from .errors import BundleMismatchError, ImageError, ModelOutputError, UnsupportedBundleError
-from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input, load_rgb_scaled
+from .images import DEFAULT_MAX_PIXELS, ImageInput, Size, describe_source, is_single_input, load_rgb_scaled
 from .labels import softmax
 from .manifest import Variant
-from .preprocess import draft_size, resize, to_model_input
+from .preprocess import PreprocessConfig, draft_size, resize, to_model_input
 from .results import BatchError, Failure, Prediction
 from .session import INPUT_NAME, ORT_ERRORS, OUTPUT_NAME, create_session, release_freed_memory, run_logits
 from .variant_choice import AUTO, Choice, Machine, choose_variant
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "Detector"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "Detector", "ImageDecoder"]
 
 
 def _inputs(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
@@ -37,6 +38,27 @@ def _inputs(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
 
 def _as_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
     return list(_inputs(images))
+
+
+@dataclass(frozen=True)
+class ImageDecoder:
+    """One input -> the model's float32 CHW tensor: :meth:`Detector.decode`'s step as picklable data,
+    so a child process can run it on untrusted input without the model."""
+
+    preprocess: PreprocessConfig
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    draft: Size | None = None
+
+    def __call__(self, image: ImageInput, *, name: str) -> np.ndarray:
+        rgb, box = load_rgb_scaled(image, name=name, max_pixels=self.max_pixels, draft=self.draft)
+        try:
+            resized = resize(rgb, self.preprocess, box)
+        finally:
+            if rgb is not image:  # ours, not the caller's: free the full-size pixels before the float math
+                rgb.close()
+        tensor = to_model_input(resized, self.preprocess)
+        release_freed_memory()
+        return tensor
 
 
 class Detector:
@@ -183,16 +205,12 @@ class Detector:
         Applies this detector's pixel limit; raises an ``ImageError`` naming the input:
         ``name`` if given (an upload's file name, a video frame), else its path or ``<bytes #index>``.
         """
-        rgb, box = load_rgb_scaled(image, name=name or describe_source(image, index), max_pixels=self.max_pixels,
-                                   draft=self.draft_size)
-        try:
-            resized = resize(rgb, self.bundle.preprocess, box)
-        finally:
-            if rgb is not image:  # ours, not the caller's: free the full-size pixels before the float math
-                rgb.close()
-        tensor = to_model_input(resized, self.bundle.preprocess)
-        release_freed_memory()
-        return tensor
+        return self.image_decoder(image, name=name or describe_source(image, index))
+
+    @property
+    def image_decoder(self) -> ImageDecoder:
+        """This detector's :meth:`decode` without the model, to run in another process."""
+        return ImageDecoder(self.bundle.preprocess, self.max_pixels, self.draft_size)
 
     def preprocess(self, images: ImageInput | Iterable[ImageInput]) -> np.ndarray:
         """float32 NCHW of every input (see :meth:`decode`). Raises ``ImageError`` on a bad input."""

@@ -17,7 +17,9 @@ working for callers who do not know this package)::
     ├── VideoSourceError (ValueError)          a video file or stream could not be (fully) read
     │   ├── VideoOpenError (OSError)           missing file, unreachable host, refused connection
     │   ├── VideoDecodeError                   not a video, no video stream, no frames, corrupt/truncated
-    │   └── VideoTimeoutError (TimeoutError)   no data within the open or read timeout
+    │   ├── VideoTimeoutError (TimeoutError)   no data within the open or read timeout
+    │   ├── VideoDecoderCrashError             the isolated decoding process died (a signal)
+    │   └── VideoDecoderMemoryError (MemoryError)  it needed more than its memory limit
     ├── ModelOutputError (ArithmeticError)     the model gave NaN/inf scores for an input
     ├── CredentialError (ValueError)           an unset ${DEEPFAKE_EDGE_*} placeholder, a secrets file
     │                                          that group or others can read, an unreadable one
@@ -46,6 +48,8 @@ __all__ = [
     "UnsupportedBundleError",
     "UnsupportedInputError",
     "VideoDecodeError",
+    "VideoDecoderCrashError",
+    "VideoDecoderMemoryError",
     "VideoOpenError",
     "VideoSourceError",
     "VideoTimeoutError",
@@ -126,6 +130,15 @@ class VideoDecodeError(VideoSourceError):
 
 class VideoTimeoutError(VideoSourceError, TimeoutError):
     """The source sent nothing within the open or read timeout."""
+
+
+class VideoDecoderCrashError(VideoSourceError):
+    """The child process decoding the source died (killed by a signal, as a crashing decoder is),
+    so the source is not readable here; the caller's process is unharmed."""
+
+
+class VideoDecoderMemoryError(VideoSourceError, MemoryError):
+    """Decoding the source needed more memory than the decoding process's limit (a decompression bomb)."""
 
 
 class ModelOutputError(DeepfakeEdgeError, ArithmeticError):

@@ -21,13 +21,18 @@ from video_factory import frames_of, write_video  # noqa: E402
 from deepfake_edge import Detector  # noqa: E402
 from deepfake_edge.serve import ServeConfig  # noqa: E402
 from deepfake_edge.video import Sampling, ScanOptions, scan  # noqa: E402
+from deepfake_edge.video.decoding import prepare  # noqa: E402
 
 from serve_helpers import FAST, poll, raw_connection, read_response, running, upload_headers  # noqa: E402
 
 
 @pytest.fixture
 def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Uploads are spooled here (the server runs in this process), so leftovers can be counted."""
+    """Uploads are spooled here (the server runs in this process), so leftovers can be counted.
+
+    The video decoders' forkserver is started first: its socket's folder (``pymp-*``) is the
+    process's, made in the temporary folder of the moment and removed at exit."""
+    prepare()
     folder = tmp_path / "spool"
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))

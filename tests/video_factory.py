@@ -92,3 +92,20 @@ def decode_independently(path: Path) -> list[tuple[float, object]]:
         stream = container.streams.video[0]
         start = stream.start_time or 0
         return [(float((f.pts - start) * stream.time_base), f) for f in container.decode(stream)]
+
+
+def declare_frame_size(mkv: bytes, size: tuple[int, int], declared: tuple[int, int]) -> bytes:
+    """An MKV whose header declares ``declared`` (width, height) for frames encoded at ``size``: the
+    PixelWidth (0xB0) and PixelHeight (0xBA) elements, 2-byte values (so each side is 256..65535)."""
+    patched = mkv
+    for element, old, new in ((b"\xb0\x82", size[0], declared[0]), (b"\xba\x82", size[1], declared[1])):
+        before = element + old.to_bytes(2, "big")
+        assert patched.count(before) == 1, f"expected one {before!r} element in the MKV header"
+        patched = patched.replace(before, element + new.to_bytes(2, "big"))
+    return patched
+
+
+def write_ten_hours(path: Path) -> Path:
+    """A 10-hour H.264 clip of 16x16 frames, one a minute (600 frames, about 90 KB)."""
+    return write_video(path, frames_of(600, 16, 16), rate=1, pts=[60 * i for i in range(600)],
+                       time_base=Fraction(1, 1))

@@ -61,6 +61,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds allowed to upload a body, then 408 (default: {d.read_timeout_s:g})")
     parser.add_argument("--decode-workers", type=positive_int, default=d.decode_workers,
                         help=f"threads decoding uploads (default: {d.decode_workers})")
+    parser.add_argument("--max-video-seconds", type=positive_float, default=d.max_video_seconds,
+                        help="seconds of an uploaded video scanned at most; the answer says when it was capped "
+                             f"(default: {d.max_video_seconds:g})")
+    parser.add_argument("--video-memory-mb", type=positive_int, default=d.video_memory_mb,
+                        help="memory the child process decoding an uploaded video may use beyond its own start; "
+                             f"a video needing more fails alone with 500 (default: {d.video_memory_mb})")
     parser.add_argument("--max-connections", type=positive_int, default=512,
                         help="open connections before uvicorn answers 503 (default: 512)")
     add_auth_options(parser, applies="required on every endpoint marked [key] above")
@@ -82,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
             max_body_bytes=args.max_body_bytes, max_batch_items=args.max_batch_items, timeout_s=args.timeout,
             read_timeout_s=args.read_timeout, decode_workers=args.decode_workers,
+            max_video_seconds=args.max_video_seconds, video_memory_mb=args.video_memory_mb,
         )
         tls = tls_files_from(args)
         api_keys = api_keys_from(args)  # before the model loads: a refused key file fails fast

@@ -56,6 +56,7 @@ from .schemas import (
     ServiceInfo,
 )
 from .uploads import RAW_MEDIA_TYPES, media_type, read_parts, read_single
+from .video import VIDEO_RESPONSES
 from .video import classify_video as classify_video_upload
 
 __all__ = ["create_app"]
@@ -289,7 +290,8 @@ class _Service:
                 "max_body_bytes": cfg.max_body_bytes, "max_batch_items": cfg.max_batch_items,
                 "max_pixels": self.detector.max_pixels or 0, "timeout_s": cfg.timeout_s,
                 "read_timeout_s": cfg.read_timeout_s, "max_queue": cfg.max_queue, "max_batch": cfg.max_batch,
-                "max_wait_ms": cfg.max_wait_ms,
+                "max_wait_ms": cfg.max_wait_ms, "max_video_seconds": cfg.max_video_seconds,
+                "video_memory_mb": cfg.video_memory_mb,
             },
         }
 
@@ -364,12 +366,14 @@ def create_app(detector: Detector, config: ServeConfig | None = None, *, api_key
         """
         return await service.answer("batch", service.classify_batch, request)
 
-    @app.post("/v1/classify/video", responses=refusals, summary="Classify a video clip", tags=["classify"],
+    @app.post("/v1/classify/video", responses=VIDEO_RESPONSES, summary="Classify a video clip", tags=["classify"],
               dependencies=guard)
     async def classify_video(request: Request) -> Response:
         """Send the clip as the raw body (`Content-Type: video/...`) or as one multipart file part. Query:
         `fps` (sampled frames per second of video, default 1), `aggregate` (`mean` or `confident`).
-        The answer has the clip's `summary` and its `frames`, as `deepfake-edge scan` prints them."""
+        The answer has the clip's `summary` and its `frames`, as `deepfake-edge scan` prints them, and
+        `capped` (true when only its first `max_video_seconds` were scanned). The clip is decoded in a
+        child process with a memory limit: a crash or a bomb is a 500 for this request only."""
         return await service.answer("video", functools.partial(classify_video_upload, service), request)
 
     @app.get("/v1/info", response_model=ServiceInfo, summary="Model, labels and limits", tags=["service"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -34,6 +35,11 @@ class ServeConfig:
         retry_after_s: the ``Retry-After`` value sent with 503 answers.
         auth_failures, auth_window_s: a client address that sends this many
             wrong API keys within the window gets 429 until the oldest leaves it.
+        max_video_seconds: seconds of an uploaded video scanned at most; the rest is
+            not decoded, and the answer says ``"capped": true``.
+        video_memory_mb: memory the child process decoding an uploaded video may
+            map beyond its own start (about 300 MB: Python, PyAV, numpy); a video
+            needing more fails alone (500).
     """
 
     max_batch: int = 8
@@ -47,6 +53,8 @@ class ServeConfig:
     retry_after_s: int = 1
     auth_failures: int = 10
     auth_window_s: float = 60.0
+    max_video_seconds: float = 600.0
+    video_memory_mb: int = 2048
 
     def __post_init__(self) -> None:
         positive = {
@@ -54,11 +62,14 @@ class ServeConfig:
             "max_batch_items": self.max_batch_items, "timeout_s": self.timeout_s,
             "read_timeout_s": self.read_timeout_s, "decode_workers": self.decode_workers,
             "retry_after_s": self.retry_after_s, "auth_failures": self.auth_failures,
-            "auth_window_s": self.auth_window_s,
+            "auth_window_s": self.auth_window_s, "max_video_seconds": self.max_video_seconds,
+            "video_memory_mb": self.video_memory_mb,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if not math.isfinite(self.max_video_seconds):
+            raise ValueError(f"max_video_seconds must be a finite number, got {self.max_video_seconds}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.max_batch_items > self.max_queue:

@@ -11,8 +11,9 @@ Status codes (documented in the README):
     408 read_timeout                    the body did not arrive within the read timeout
     413 body_too_large / image_too_large / too_many_images
     415 unsupported_media_type
+    500 decoder_crashed / decoder_out_of_memory   a video's decoding process died or hit its limit
     503 queue_full / not_ready          with ``Retry-After``
-    504 timeout                         the per-request deadline passed
+    504 timeout / decode_timeout        the per-request deadline passed; a video's decoder went silent
 """
 
 from __future__ import annotations

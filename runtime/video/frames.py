@@ -1,19 +1,19 @@
 """Video sources read with PyAV (FFmpeg): decoded frames with their times, and the sampled ones as RGB images.
 
-A source is a file path, a URL FFmpeg reads (``rtsp://``, ``http(s)://``, ``udp://``, ...)
-or a capture device (``/dev/video0``). :class:`VideoReader` opens it with timeouts and
-yields every decoded frame with its time; :func:`sample_frames` keeps the frames due
-at ``fps`` and converts only those to RGB. Frames in between are decoded (the codec
-needs them) but never converted.
+A source is a file path, a URL FFmpeg reads (``rtsp://``, ``http(s)://``, ``udp://``, ...) or a capture
+device (``/dev/video0``). :class:`VideoReader` opens it with timeouts and yields every decoded frame with its
+time; :func:`sample_frames` keeps the frames due at ``fps`` and converts only those to RGB. Frames in between
+are decoded (the codec needs them) but never converted.
 
-Times are seconds from the start of the video, from each frame's presentation
-timestamp (pts), so variable-frame-rate video is sampled evenly in time.
+Times are seconds from the start of the video, from each frame's presentation timestamp (pts), so
+variable-frame-rate video is sampled evenly in time.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import math
 import os
 import stat
@@ -131,10 +131,7 @@ class TimeSampler:
 
 
 def _check_local(source: str) -> None:
-    """Refuse, before FFmpeg blocks on it, a path that is missing, a folder, empty, or a FIFO/socket.
-
-    Character devices (``/dev/video0``) are FFmpeg's to open.
-    """
+    """Refuse, before FFmpeg blocks on it, a missing path, a folder, an empty file or a FIFO/socket (not a device)."""
     try:
         info = os.stat(source)
     except FileNotFoundError as exc:
@@ -154,15 +151,16 @@ def _check_local(source: str) -> None:
 def _read_error(source: str, exc: Exception, *, what: str, timeout_s: float, waited_s: float) -> VideoSourceError:
     """An FFmpeg error, raised ``waited_s`` into an open or a read, as ours.
 
-    FFmpeg reports its interrupt (our timeout) as "exit requested", or as whatever the
-    demuxer makes of it: RTSP's, on a server that accepts the connection and never
-    answers, says "invalid data". So an error at or after the deadline is the timeout.
+    FFmpeg reports its interrupt (our timeout) as "exit requested", or as whatever the demuxer makes of it
+    (RTSP's, on a server that never answers, says "invalid data"): an error at or after the deadline is the timeout.
     """
     import av
 
     if isinstance(exc, (av.error.ExitError, TimeoutError)) or waited_s >= timeout_s * _AT_DEADLINE:
         silent = "no answer from the server" if what == "open" and is_url(source) else "no data"
         return VideoTimeoutError(source, f"{silent} within the {what} timeout of {timeout_s:g} s")
+    if isinstance(exc, UnicodeDecodeError):  # PyAV reads the container's metadata as UTF-8
+        return VideoDecodeError(source, f"corrupt metadata (not UTF-8: {exc.reason})")
     if isinstance(exc, EOFError) and what == "open":
         return VideoDecodeError(source, "ends before any video data (an empty or cut-off container)")
     if isinstance(exc, av.error.InvalidDataError):
@@ -170,6 +168,8 @@ def _read_error(source: str, exc: Exception, *, what: str, timeout_s: float, wai
                                         f"({exc.strerror or exc})")
     if isinstance(exc, av.error.FFmpegError) and what != "open":
         return VideoDecodeError(source, f"the source broke ({exc.strerror or exc})")
+    if isinstance(exc, av.error.FFmpegError) and exc.errno in (errno.EIO, errno.ENOMEM) and not is_url(source):
+        return VideoDecodeError(source, f"a cut-off or corrupt container ({exc.strerror or exc})")
     return VideoOpenError(source, f"cannot open ({getattr(exc, 'strerror', None) or exc})")
 
 
@@ -189,6 +189,7 @@ class VideoReader:
         self.max_pixels = max_pixels
         self.position = 0.0  # end (s) of the last frame decoded: how much video has been seen
         self.decoded = 0  # frames decoded so far
+        self.capped = False  # True when the read stopped at ``sampling.end`` and the video went on
         if not is_url(source):
             _check_local(source)
         options = {"rtsp_transport": "tcp"} if source.lower().startswith(("rtsp://", "rtsps://")) else {}
@@ -198,7 +199,7 @@ class VideoReader:
         try:
             self._container: av.container.InputContainer = av.open(
                 source, format=device, timeout=(sampling.open_timeout_s, sampling.read_timeout_s), options=options)
-        except (av.error.FFmpegError, OSError) as exc:
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise _read_error(source, exc, what="open", timeout_s=sampling.open_timeout_s,
                               waited_s=time.monotonic() - started) from exc
         try:
@@ -220,7 +221,8 @@ class VideoReader:
         stream = streams.video[0]
         ctx = stream.codec_context
         if ctx is None:
-            raise VideoDecodeError(self.source, f"no decoder for its video codec {stream.codec.name!r}")
+            # (PyAV >= 14 has no codec object, hence no name, for a stream without a decoder)
+            raise VideoDecodeError(self.source, "no decoder for its video codec (unknown or unsupported)")
         self._check_size(ctx.width, ctx.height, self.source)
         ctx.thread_count = self.sampling.decoder_threads
         ctx.thread_type = "AUTO" if self.sampling.decoder_threads > 1 else "SLICE"
@@ -297,7 +299,8 @@ class VideoReader:
         A frame without a pts (the first frames of an RTSP session) gets the previous frame's
         time plus one frame interval. Raises ``VideoSourceError`` when the source breaks or
         goes silent; at the end of a file whose data stops well before its declared
-        duration, raises ``VideoDecodeError`` (truncated).
+        duration, raises ``VideoDecodeError`` (truncated); ``ImageTooLargeError`` at once for a
+        decoded frame over ``max_pixels`` (the declared size is checked at open, before decoding).
         """
         import av
 
@@ -320,15 +323,17 @@ class VideoReader:
                         time_s = self._seconds(pts)
                     last = self._last = time_s
                     self.decoded += 1
+                    self._check_size(frame.width, frame.height, frame_name(self.source, time_s))  # before converting
                     self.position = max(self.position, time_s + (
                         self._seconds(self._origin + frame.duration) if frame.duration and self._origin is not None
                         else self.frame_interval))
                     if time_s >= sampling.end:
+                        self.capped = True
                         return
                     if time_s + _TICK_EPSILON >= sampling.start:
                         yield time_s, frame
                 asked = time.monotonic()
-        except (av.error.FFmpegError, OSError) as exc:
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise _read_error(self.source, exc, what="read", timeout_s=sampling.read_timeout_s,
                               waited_s=time.monotonic() - asked) from exc
         self._check_complete()
@@ -346,8 +351,7 @@ class VideoReader:
                                                 f"declared {declared:.3f} s")
 
     def image(self, time_s: float, frame: Any) -> Image.Image:
-        """The frame as an upright RGB image (display matrix applied as ffmpeg does); checks the pixel limit."""
-        self._check_size(frame.width, frame.height, frame_name(self.source, time_s))
+        """The frame as an upright RGB image (display matrix applied as ffmpeg does)."""
         return autorotate(frame.to_image(), frame_matrix(frame))
 
     def samples(self) -> Iterator[tuple[float, Image.Image]]:

@@ -16,7 +16,9 @@ after ``Reconnect.attempts`` failures in a row.
 Times are seconds since the reader started (so they keep increasing across
 reconnects): the first frame of a session is placed at the wall clock and the
 following ones by their presentation timestamps; a frame without a pts (the
-first frames of an RTSP session) is placed at the wall clock.
+first frames of an RTSP session) is placed at the wall clock. A finite source
+keeps its own clock (seconds from the start of the file), as a file scan does:
+it decodes faster than real time, so the wall clock would squash its times.
 """
 
 from __future__ import annotations
@@ -144,6 +146,8 @@ class LiveReader:
         self._events: list[LiveEvent] = []
         self._origin = clock()
         self._last_time = 0.0
+        self._finite = False  # set once a session found a file served over HTTP
+        self._position = 0.0  # seconds of a finite source read so far
         self._thread = threading.Thread(target=self._run, name=f"deepfake-edge-live {source}", daemon=True)
 
     # -- the consumer's side ------------------------------------------------
@@ -166,7 +170,8 @@ class LiveReader:
         return self._thread.is_alive()
 
     def elapsed(self) -> float:
-        return self._clock() - self._origin
+        """Seconds on the source's clock: since the start for a stream, of video read for a finite source."""
+        return self._position if self._finite else self._clock() - self._origin
 
     def take(self) -> LiveFrame | None:
         with self._taken:
@@ -235,6 +240,7 @@ class LiveReader:
             return exc, False
         anchor: float | None = None
         finite = self.source.lower().startswith(_FINITE_SCHEMES) and reader.declared_duration is not None
+        self._finite = self._finite or finite
         with reader:
             try:
                 for pts_time, frame in reader.frames():
@@ -243,7 +249,9 @@ class LiveReader:
                         return None
                     self.decoded += 1
                     wall = now - self._origin
-                    if frame.pts is None:
+                    if finite:  # the file's own clock (see the module docstring)
+                        time_s, self._position = pts_time, max(self._position, reader.position)
+                    elif frame.pts is None:
                         time_s = wall
                     else:
                         if anchor is None or abs(anchor + pts_time - wall) > _MAX_CLOCK_DRIFT_S:

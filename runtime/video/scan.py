@@ -7,15 +7,18 @@ Pipeline of one source::
     caller's thread: Detector.logits -> Detector.results -> FrameResult ... VideoSummary | VideoError
 
 Decoding and preprocessing the next frame overlap the model's work on this one; the
-bounded queue keeps memory flat when the model is the slower side.
+bounded queue keeps memory flat when the model is the slower side. With
+``ScanOptions.isolation`` the decoding runs in a child process with a memory limit
+(see :mod:`.decoding`), for files nobody vouches for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -23,7 +26,8 @@ from ..detector import Detector
 from ..errors import DeepfakeEdgeError, VideoDecodeError
 from ..results import Failure, Prediction
 from .aggregate import Segment, aggregate, segments
-from .frames import Sampling, VideoReader, frame_name
+from .decoding import Isolation, ReadEnd, decoded_samples, isolated_samples
+from .frames import Sampling, frame_name
 
 __all__ = [
     "DEFAULT_SEGMENT_THRESHOLD", "EventSink", "FrameResult", "ScanItem", "ScanOptions", "VideoError", "VideoSummary",
@@ -37,12 +41,14 @@ DEFAULT_SEGMENT_THRESHOLD = 0.5
 @dataclass(frozen=True)
 class ScanOptions:
     """How a source is scanned: ``sampling`` (which frames), ``aggregate`` (``mean`` or ``confident``),
-    ``min_segment`` (shortest reported segment, s), ``queue_size`` (preprocessed frames waiting for the model)."""
+    ``min_segment`` (shortest reported segment, s), ``queue_size`` (preprocessed frames waiting for the model),
+    ``isolation`` (decode in a child process with a memory limit; None: in a thread of this one)."""
 
     sampling: Sampling = field(default_factory=Sampling)
     aggregate: str = "mean"
     min_segment: float = 0.0
     queue_size: int = 4
+    isolation: Isolation | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,8 @@ class FrameResult:
 @dataclass(frozen=True)
 class VideoSummary:
     """A source's verdict: ``score`` is the aggregate manipulation score over its ``frames`` sampled frames;
-    ``duration`` the seconds of video read."""
+    ``duration`` the seconds of video read; ``capped`` when the scan stopped at ``Sampling.duration``
+    while the video went on (only then is it in :meth:`to_dict`)."""
 
     source: str
     frames: int
@@ -72,11 +79,13 @@ class VideoSummary:
     score: float
     aggregate: str
     segments: tuple[Segment, ...] = ()
+    capped: bool = False
 
     def to_dict(self) -> dict[str, object]:
-        return {"source": self.source, "frames": self.frames, "duration": round(self.duration, 3),
-                "label": self.label, "score": self.score, "aggregate": self.aggregate,
-                "segments": [s.to_dict() for s in self.segments]}
+        record = {"source": self.source, "frames": self.frames, "duration": round(self.duration, 3),
+                  "label": self.label, "score": self.score, "aggregate": self.aggregate,
+                  "segments": [s.to_dict() for s in self.segments]}
+        return {**record, "capped": True} if self.capped else record
 
 
 @dataclass(frozen=True)
@@ -144,7 +153,8 @@ _END = object()
 def _decode_worker(
     detector: Detector, source: str, options: ScanOptions, out: queue.Queue[object], stop: threading.Event
 ) -> None:
-    """Open, sample and preprocess ``source``; put (time, tensor), then an error or the end with the duration."""
+    """Open, sample and preprocess ``source`` (here or in a child process); put (time, tensor), then an error
+    or the end (a ``ReadEnd``)."""
 
     def put(item: object) -> bool:
         while not stop.is_set():
@@ -155,31 +165,41 @@ def _decode_worker(
                 continue
         return False
 
-    position = 0.0
+    decoder = detector.image_decoder
+    samples: Generator[tuple[float, np.ndarray], None, ReadEnd | None] = (
+        decoded_samples(decoder, source, options.sampling) if options.isolation is None
+        else isolated_samples(decoder, source, options.sampling, options.isolation, stop))
     try:
-        with VideoReader(source, options.sampling, max_pixels=detector.max_pixels) as reader:
-            for time_s, image in reader.samples():
-                if not put((time_s, detector.decode(image, name=frame_name(source, time_s)))):
+        with contextlib.closing(samples):
+            while True:
+                try:
+                    item = next(samples)
+                except StopIteration as done:
+                    end = done.value
+                    break
+                if not put(item):
                     return
-                position = reader.position
-            position = reader.position
     except Exception as exc:  # noqa: BLE001 -- ours become a VideoError item; anything else (a bug) is re-raised by scan()
         put(exc)
         return
-    put((_END, position))
+    if end is not None:  # None: stopped
+        put((_END, end))
 
 
-def scan(detector: Detector, source: str, options: ScanOptions | None = None) -> Generator[ScanItem, None, None]:
+def scan(
+    detector: Detector, source: str, options: ScanOptions | None = None, *, stop: threading.Event | None = None,
+) -> Generator[ScanItem, None, None]:
     """Classify the sampled frames of ``source``: a ``FrameResult`` per frame, then a ``VideoSummary``,
     or a ``VideoError`` (after the frames classified before the source broke).
 
     Raises ``UnsupportedBundleError`` if the bundle has no manipulation-score rule, before reading anything.
-    Closing the generator early stops the decode thread.
+    Closing the generator early stops the decode thread; so does setting ``stop`` (from another
+    thread: the scan then ends without a summary, and an isolated decoder is killed at once).
     """
     options = options or ScanOptions()
     detector.bundle.require_rule("a video verdict")
     aggregate(options.aggregate, [])  # an unknown method fails now, not after the whole video
-    stop = threading.Event()
+    stop = stop or threading.Event()
     items: queue.Queue[object] = queue.Queue(maxsize=options.queue_size)
     worker = threading.Thread(target=_decode_worker, args=(detector, source, options, items, stop),
                               name=f"deepfake-edge-decode {source}", daemon=True)
@@ -192,6 +212,8 @@ def scan(detector: Detector, source: str, options: ScanOptions | None = None) ->
             except queue.Empty:
                 if worker.is_alive():
                     continue
+                if stop.is_set() and items.empty():
+                    return
                 item = items.get_nowait() if not items.empty() else RuntimeError(f"{source}: the decode thread died")
             if isinstance(item, DeepfakeEdgeError):
                 yield VideoError(source, item)
@@ -200,8 +222,9 @@ def scan(detector: Detector, source: str, options: ScanOptions | None = None) ->
                 raise item
             assert isinstance(item, tuple)
             if item[0] is _END:
-                yield summarize(detector, source, frames, duration=item[1], method=options.aggregate,
-                                min_segment=options.min_segment) if frames else VideoError(
+                end: ReadEnd = item[1]
+                yield replace(summarize(detector, source, frames, duration=end.position, method=options.aggregate,
+                                        min_segment=options.min_segment), capped=end.capped) if frames else VideoError(
                     source, VideoDecodeError(source, "no frames were sampled (is --start past the end?)"))
                 return
             try:
