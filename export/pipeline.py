@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
 import sys
 import time
@@ -10,6 +11,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -39,6 +41,7 @@ from .fidelity import (
     FidelityBudget,
     compare,
     file_fidelity,
+    model_logits,
     run_per_image,
     spread_indices,
 )
@@ -190,7 +193,8 @@ def export_bundle(
                 calibration_names=[item.name for item in calibration], stats=stats,
                 labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size,
                 budget=budget.scaled(TUNING_MARGIN), tune=tune, effort=EFFORTS[effort], memo=memo,
-                keep_fp32=keep_fp32, log=log,
+                keep_fp32=keep_fp32, log=log, gate=budget,
+                held_out=functools.partial(_held_out_fidelity, pixel_values, reference, names_seen, labels, positive),
             )
             entries[name], record = _build_variant(recipe, ctx, pixel_values, reference, names_seen, budget, log)
             if record is not None:
@@ -226,9 +230,13 @@ def _build_variant(recipe: Recipe, ctx: BuildContext, pixel_values: np.ndarray, 
     """
     with _step(log, f"building {recipe.name}"):
         built = recipe.build(ctx)
-    with _step(log, f"measuring {recipe.name} fidelity against fp32 on {len(names)} held-out images"):
-        logits = run_per_image(ctx.out, pixel_values, backend=recipe.backend, backend_options=recipe.backend_options)
-        fidelity = compare(reference, logits, names, ctx.labels, ctx.positive)
+    fidelity = built.pop("held_out_fidelity", None)  # measured by the recipe on the very model it saved
+    consulted = fidelity is not None
+    if fidelity is None:
+        with _step(log, f"measuring {recipe.name} fidelity against fp32 on {len(names)} held-out images"):
+            logits = run_per_image(ctx.out, pixel_values, backend=recipe.backend,
+                                   backend_options=recipe.backend_options)
+            fidelity = compare(reference, logits, names, ctx.labels, ctx.positive)
     log(f"   {recipe.name}: p99 |dP| {fidelity['p99_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f}, "
         f"max {fidelity['max_abs_dp']:.4f}; agreement {fidelity['label_agreement']:.1%} "
         f"({fidelity['flips_within_margin']} of {fidelity['flips']} flips within {fidelity['flip_margin']} "
@@ -241,11 +249,19 @@ def _build_variant(recipe: Recipe, ctx: BuildContext, pixel_values: np.ndarray, 
         record = {"budget": budget.to_dict(), "judged_on": "held_out", "held_out_images": len(names),
                   "met_on_held_out": not misses, "misses": misses,
                   "tuning_target": ctx.budget.to_dict(),
+                  # the recipe saw these images' figures to decide how many layers stay fp32 (int8)
+                  "recipe_consulted_held_out": consulted,
                   "met_tuning_target_on_calibration": not ctx.budget.misses(on_calibration)}
         if len(names) < MIN_GATE_IMAGES:
             log(f"   note: {recipe.name} is judged on {len(names)} held-out images, fewer than the "
                 f"{MIN_GATE_IMAGES} the gate's p99 is meant for")
     return variant_entry(ctx.out.parent, recipe, built, fidelity), record
+
+
+def _held_out_fidelity(pixel_values: np.ndarray, reference: np.ndarray, names: list[str], labels: tuple[str, ...],
+                       positive: str | None, model: onnx.ModelProto) -> dict[str, Any]:
+    """An onnxruntime model's fidelity against fp32 on the gate's held-out images."""
+    return compare(reference, model_logits(model, pixel_values), names, labels, positive)
 
 
 def _report_gate(gate: dict[str, dict[str, object]], *, strict: bool, log: Log) -> None:

@@ -68,6 +68,10 @@ class BuildContext:
     memo: TuningMemo = field(default_factory=TuningMemo)  # shared by the recipes of one export
     keep_fp32: int = 0               # int8: at least this many most-sensitive MatMuls stay fp32
     log: Callable[[str], None] = print
+    # The export's gate and its held-out images (a model -> its fidelity there): the int8 recipe keeps
+    # more layers in fp32 when its calibration-tuned model misses the gate there (see ``int8``).
+    gate: FidelityBudget | None = None
+    held_out: Callable[[onnx.ModelProto], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
