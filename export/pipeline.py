@@ -30,7 +30,8 @@ from .bundle_writer import (
 from .calibration import collect_statistics
 from .effort import DEFAULT_EFFORT, EFFORTS
 from .errors import ExportError
-from .fidelity import FidelityBudget, compare, enforce, file_fidelity, run_per_image, spread_indices
+from .evidence import check_patch_logits, map_fidelity, pool_patch_logits, run_with_patches
+from .fidelity import FidelityBudget, compare, enforce, file_fidelity, spread_indices
 from .fusions import fuse_graph
 from .onnx_export import DEFAULT_ATOL, DEFAULT_TORCH_IMAGES, export_fp32, load_checkpoint, validate_export
 from .recipes import DEFAULT_VARIANT, DEFAULT_VARIANTS, RECIPES, BuildContext
@@ -137,8 +138,8 @@ def export_bundle(
             fp32 = export_fp32(checkpoint, stage)
         torch_count = len(spread_indices(len(images), torch_images))  # the images validate_export checks
         with _step(log, f"validating fp32 ONNX on {len(images)} images (against torch on {torch_count})"):
-            validation, pixel_values, reference = validate_export(checkpoint, fp32, stage / PREPROCESSOR_NAME, images,
-                                                                  atol=atol, torch_images=torch_images)
+            validation, pixel_values, reference, reference_patches = validate_export(
+                checkpoint, fp32, stage / PREPROCESSOR_NAME, images, atol=atol, torch_images=torch_images)
         log(
             f"   preprocessing max |diff| vs transformers: {validation['preprocess_max_abs_diff']:g}; "
             f"fp32 logits max |diff| vs torch: {validation['fp32_vs_torch_max_abs_logit_diff']:.2e}"
@@ -170,10 +171,15 @@ def export_bundle(
             )
             with _step(log, f"building {name}"):
                 built = recipe.build(ctx)
+                if recipe.logits_from_patches:
+                    pool_patch_logits(ctx.out)
+                    built["logits"] = "ReduceMean(patch_logits)"
             with _step(log, f"measuring {name} fidelity against fp32 on held-out images"):
-                logits = run_per_image(ctx.out, pixel_values, backend=recipe.backend,
-                                       backend_options=recipe.backend_options)
+                logits, patches = run_with_patches(ctx.out, pixel_values, backend=recipe.backend,
+                                                   backend_options=recipe.backend_options)
                 fidelity = compare(reference, logits, names_seen, labels, positive)
+                fidelity["evidence"] = {**check_patch_logits(name, logits, patches, names_seen),
+                                        **map_fidelity(reference_patches, patches, labels, positive)}
             log(
                 f"   {name}: agreement {fidelity['label_agreement']:.1%} ({fidelity['flips_within_margin']} of "
                 f"{fidelity['flips']} flips within {fidelity['flip_margin']} of the threshold), max |dP| "
