@@ -293,6 +293,7 @@ class _Service:
             "labels": list(self.detector.labels),
             "positive_label": self.detector.positive_label,
             "threshold": self.detector.threshold,
+            "evidence": self.detector.has_evidence,
             "accepted_media_types": [*RAW_MEDIA_TYPES, "multipart/form-data"],
             "limits": {
                 "max_body_bytes": cfg.max_body_bytes, "max_batch_items": cfg.max_batch_items,

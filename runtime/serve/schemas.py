@@ -67,6 +67,7 @@ class ServiceInfo(BaseModel):
     labels: list[str]
     positive_label: str | None
     threshold: float | None
+    evidence: bool = Field(description="Whether ?evidence=1 is available (the bundle has patch_logits).")
     accepted_media_types: list[str]
     limits: dict[str, float]
 

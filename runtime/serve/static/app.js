@@ -5,12 +5,16 @@
 const byId = (id) => document.getElementById(id);
 let labels = null; // the bundle's label order, from /v1/info
 let previewUrl = null;
+let evidenceAvailable = false; // the bundle has patch_logits: answers carry an evidence map
+let positiveLabel = null; // the label evidence maps lean toward
 
 async function loadInfo() {
   try {
     const response = await fetch("/v1/info");
     const info = await response.json();
     labels = info.labels;
+    evidenceAvailable = info.evidence === true;
+    positiveLabel = info.positive_label;
     const rule = info.threshold === null ? "argmax" : `${info.positive_label} if P ≥ ${info.threshold}`;
     byId("model-info").textContent =
       `model ${info.model ?? "(unnamed)"} · variant ${info.variant} · labels ${info.labels.join(", ")} · decision ${rule}`;
@@ -55,7 +59,51 @@ function render(answer, roundTripMs) {
   byId("latency").textContent =
     `server ${answer.latency_ms.toFixed(1)} ms · round trip ${roundTripMs.toFixed(0)} ms · ${answer.variant}`;
   byId("latency").dataset.serverMs = String(answer.latency_ms);
+  drawEvidence(answer.evidence);
   byId("result").dataset.state = "done";
+}
+
+// The same diverging scale as the Python overlay: blue (away from the positive label), clear at 0, red (toward it).
+const NEG = [33, 102, 172], MID = [247, 247, 247], POS = [178, 24, 43];
+
+function colour(value, scale) {
+  const t = Math.max(-1, Math.min(1, value / scale));
+  const end = t >= 0 ? POS : NEG;
+  const a = Math.abs(t);
+  return [...MID.map((m, i) => Math.round(m + (end[i] - m) * a)), Math.round(255 * 0.55 * a)];
+}
+
+// One pixel per grid cell, stretched over the picture with smoothing: bilinear upsampling by the browser.
+function drawEvidence(evidence) {
+  const canvas = byId("evidence");
+  const control = byId("evidence-control");
+  canvas.hidden = control.hidden = !evidence;
+  if (!evidence) return;
+  const grid = evidence.grid;
+  const rows = grid.length, cols = grid[0].length;
+  const scale = Math.max(...grid.flat().map(Math.abs)) || 1;
+  const cells = document.createElement("canvas");
+  cells.width = cols;
+  cells.height = rows;
+  const pixels = cells.getContext("2d").createImageData(cols, rows);
+  grid.flat().forEach((value, i) => pixels.data.set(colour(value, scale), 4 * i));
+  cells.getContext("2d").putImageData(pixels, 0, 0);
+  const preview = byId("preview");
+  const paint = () => {
+    canvas.width = preview.naturalWidth;
+    canvas.height = preview.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.imageSmoothingEnabled = true;
+    context.imageSmoothingQuality = "high";
+    context.drawImage(cells, 0, 0, canvas.width, canvas.height);
+    canvas.dataset.drawn = "true";
+  };
+  canvas.dataset.drawn = "false";
+  if (preview.complete && preview.naturalWidth) paint(); else preview.addEventListener("load", paint, { once: true });
+  canvas.hidden = !byId("evidence-toggle").checked;
+  const positive = positiveLabel ?? "the positive label";
+  byId("evidence-scale").textContent =
+    `red: toward ${positive}, blue: away; full colour at ±${scale.toFixed(2)} (log-odds per cell)`;
 }
 
 async function classify(file) {
@@ -63,6 +111,7 @@ async function classify(file) {
   result.dataset.state = "busy";
   byId("error").hidden = true;
   byId("bars").replaceChildren();
+  byId("evidence").hidden = byId("evidence-control").hidden = true;
   byId("decision").textContent = "classifying…";
   byId("latency").textContent = "";
   if (previewUrl) URL.revokeObjectURL(previewUrl);
@@ -73,7 +122,8 @@ async function classify(file) {
   const type = file.type && file.type.startsWith("image/") ? file.type : "application/octet-stream";
   const started = performance.now();
   try {
-    const response = await fetch("/v1/classify", { method: "POST", headers: { "Content-Type": type }, body: file });
+    const url = evidenceAvailable ? "/v1/classify?evidence=1" : "/v1/classify";
+    const response = await fetch(url, { method: "POST", headers: { "Content-Type": type }, body: file });
     const answer = await response.json();
     if (!response.ok) {
       byId("decision").textContent = "";
@@ -90,6 +140,8 @@ async function classify(file) {
 function setUp() {
   const input = byId("file");
   const drop = byId("drop");
+  const toggle = byId("evidence-toggle");
+  toggle.addEventListener("change", () => { byId("evidence").hidden = !toggle.checked; });
   input.addEventListener("change", () => { if (input.files.length) classify(input.files[0]); });
   for (const kind of ["dragenter", "dragover"]) {
     drop.addEventListener(kind, (event) => { event.preventDefault(); drop.classList.add("over"); });
