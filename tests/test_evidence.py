@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 from PIL import Image, ImageOps
 
 from deepfake_edge import Detector, Prediction, UnsupportedBundleError
-from deepfake_edge.bundle import sha256_file
 from deepfake_edge.evidence import (
     EVIDENCE_OUTPUT,
     Evidence,
@@ -28,6 +26,8 @@ from deepfake_edge.evidence import (
     hotspots,
     margins,
 )
+
+from old_bundles import old_copy
 
 
 @pytest.fixture(scope="module")
@@ -168,31 +168,13 @@ def test_overlay_colours_the_top_cell_and_states_its_scale(binary_bundle: Path, 
     assert (legend < 128).any()  # the numbers of the scale are printed
 
 
-def _strip_evidence(bundle: Path, variant: str = "fp32") -> None:
-    """Make ``bundle`` look exported before evidence maps: the file of ``variant`` without the output,
-    and a manifest that lists that file alone (as variant "fp32"), with its new size and hash."""
-    onnx = pytest.importorskip("onnx", reason="stripping the output from a model file needs onnx")
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    model_file = bundle / manifest["variants"][variant]["file"]
-    model = onnx.load(model_file)
-    kept = [o for o in model.graph.output if o.name != EVIDENCE_OUTPUT]
-    del model.graph.output[:]
-    model.graph.output.extend(kept)
-    onnx.save(model, model_file)
-    fp32 = {**manifest["variants"][variant], "sha256": sha256_file(model_file), "bytes": model_file.stat().st_size}
-    manifest.update(variants={"fp32": fp32}, default_variant="fp32")
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
-
-
 @pytest.mark.parametrize("variant", ["fp32", "int8", "int8-static"])
 def test_logits_are_bit_identical_without_the_branch(variants_bundle: Path, tmp_path: Path,
                                                      images: list[Image.Image], variant: str) -> None:
     """The patch_logits branch leaves the logits path alone: the same file without that output (what
     the export wrote before) gives the very same bits. int8-ort pools its logits from the patch
     logits instead (see docs/evidence.md), so it is not among these."""
-    old = tmp_path / "old"
-    shutil.copytree(variants_bundle, old)
-    _strip_evidence(old, variant)
+    old = old_copy(variants_bundle, tmp_path / "old", variant)
     before = Detector.load(old, "fp32")
     after = Detector.load(variants_bundle, variant)
     assert not before.has_evidence and after.has_evidence
@@ -203,9 +185,7 @@ def test_logits_are_bit_identical_without_the_branch(variants_bundle: Path, tmp_
 
 def test_old_bundle_still_predicts_but_refuses_evidence(binary_bundle: Path, tmp_path: Path,
                                                         images: list[Image.Image]) -> None:
-    old = tmp_path / "old"
-    shutil.copytree(binary_bundle, old)
-    _strip_evidence(old)
+    old = old_copy(binary_bundle, tmp_path / "old")
     detector = Detector.load(old, "fp32")
     assert not detector.has_evidence
     new = Detector.load(binary_bundle, "fp32")

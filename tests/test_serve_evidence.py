@@ -7,8 +7,6 @@ checked against the model's own scores in test_evidence.py), never from the serv
 from __future__ import annotations
 
 import io
-import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +18,8 @@ pytest.importorskip("fastapi", reason="the service needs the [serve] extra")
 httpx = pytest.importorskip("httpx", reason="the service tests need httpx ([test] extra)")
 
 from deepfake_edge import Detector
-from deepfake_edge.bundle import sha256_file
 
+from old_bundles import old_copy
 from serve_helpers import running
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -85,19 +83,7 @@ def test_bad_evidence_value_and_openapi(service) -> None:
 
 
 def test_old_bundle_serves_but_refuses_evidence(binary_bundle: Path, tmp_path: Path, photo_paths: list[Path]) -> None:
-    onnx = pytest.importorskip("onnx", reason="stripping the output from a model file needs onnx")
-    old = tmp_path / "old"
-    shutil.copytree(binary_bundle, old)
-    model = onnx.load(old / "model.onnx")
-    kept = [o for o in model.graph.output if o.name != "patch_logits"]
-    del model.graph.output[:]
-    model.graph.output.extend(kept)
-    onnx.save(model, old / "model.onnx")
-    manifest = json.loads((old / "manifest.json").read_text())
-    manifest["variants"] = {"fp32": {**manifest["variants"]["fp32"], "sha256": sha256_file(old / "model.onnx"),
-                                     "bytes": (old / "model.onnx").stat().st_size}}
-    manifest["default_variant"] = "fp32"
-    (old / "manifest.json").write_text(json.dumps(manifest))
+    old = old_copy(binary_bundle, tmp_path / "old")
     with running(Detector.load(old)) as (_, client):
         data = photo_paths[0].read_bytes()
         assert client.post("/v1/classify", content=data, headers={"content-type": "image/png"}).status_code == 200
