@@ -153,7 +153,7 @@ def orientation_of(image: Image.Image) -> int:
 # A diverging map centred on 0: blue (toward the other label) - white - red (toward the positive label).
 _NEG, _MID, _POS = np.array([33, 102, 172], np.float32), np.array([247, 247, 247], np.float32), \
     np.array([178, 24, 43], np.float32)
-OVERLAY_ALPHA = 0.55
+OVERLAY_ALPHA = 0.7
 LEGEND_HEIGHT = 28
 
 

@@ -70,7 +70,7 @@ function colour(value, scale) {
   const t = Math.max(-1, Math.min(1, value / scale));
   const end = t >= 0 ? POS : NEG;
   const a = Math.abs(t);
-  return [...MID.map((m, i) => Math.round(m + (end[i] - m) * a)), Math.round(255 * 0.55 * a)];
+  return [...MID.map((m, i) => Math.round(m + (end[i] - m) * a)), Math.round(255 * 0.7 * a)];
 }
 
 // One pixel per grid cell, stretched over the picture with smoothing: bilinear upsampling by the browser.
