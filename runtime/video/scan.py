@@ -15,15 +15,17 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..detector import Detector
+from ..detector import Detector, Placement
 from ..errors import DeepfakeEdgeError, VideoDecodeError
+from ..evidence import DEFAULT_HOTSPOTS, Hotspot
 from ..labels import decisions
-from ..results import Failure
+from ..results import Failure, Prediction
 from .aggregate import Segment, aggregate, segments
+from .evidence import PeakFrame, PeakTracker
 from .frames import Sampling, VideoReader, frame_name
 
 __all__ = [
@@ -38,12 +40,14 @@ DEFAULT_SEGMENT_THRESHOLD = 0.5
 @dataclass(frozen=True)
 class ScanOptions:
     """How a source is scanned: ``sampling`` (which frames), ``aggregate`` (``mean`` or ``confident``),
-    ``min_segment`` (shortest reported segment, s), ``queue_size`` (preprocessed frames waiting for the model)."""
+    ``min_segment`` (shortest reported segment, s), ``queue_size`` (preprocessed frames waiting for the model),
+    ``evidence`` (frames get hotspots; the summary keeps each segment's peak frame with its evidence map)."""
 
     sampling: Sampling = field(default_factory=Sampling)
     aggregate: str = "mean"
     min_segment: float = 0.0
     queue_size: int = 4
+    evidence: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,15 @@ class FrameResult:
     time: float
     label: str
     scores: dict[str, float]
+    hotspots: tuple[Hotspot, ...] | None = None  # only when scanned with evidence
+    prediction: Prediction | None = field(default=None, repr=False, compare=False)  # with its evidence map
 
     def to_dict(self) -> dict[str, object]:
-        return {"source": self.source, "time": round(self.time, 3), "label": self.label, "scores": self.scores}
+        out: dict[str, object] = {"source": self.source, "time": round(self.time, 3), "label": self.label,
+                                  "scores": self.scores}
+        if self.hotspots is not None:
+            out["hotspots"] = [h.to_dict() for h in self.hotspots]
+        return out
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,8 @@ class VideoSummary:
     score: float
     aggregate: str
     segments: tuple[Segment, ...] = ()
+    # with evidence: each segment's peak frame (same order as ``segments``)
+    peak_frames: tuple[PeakFrame | None, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         return {"source": self.source, "frames": self.frames, "duration": round(self.duration, 3),
@@ -94,15 +106,24 @@ ScanItem = FrameResult | VideoSummary | VideoError
 EventSink = Callable[[ScanItem], None]
 
 
-def classify_frame(detector: Detector, source: str, time_s: float, tensor: np.ndarray) -> FrameResult:
+def classify_frame(detector: Detector, source: str, time_s: float, tensor: np.ndarray,
+                   placement: Placement | None = None) -> FrameResult:
     """Run the model on one preprocessed frame (``Detector.decode``'s output).
 
+    With ``placement`` (``Detector.decode_placed``'s), the frame gets its evidence map and hotspots.
     Raises ``ModelOutputError`` for non-finite scores.
     """
-    result = detector.results([frame_name(source, time_s)], detector.logits(tensor[None]))[0]
+    name = frame_name(source, time_s)
+    if placement is None:
+        result = detector.results([name], detector.logits(tensor[None]))[0]
+    else:
+        logits, maps = detector.logits_and_evidence(tensor[None])
+        result = detector.results([name], logits, maps, [placement])[0]
     if isinstance(result, Failure):
         raise result.error
-    return FrameResult(source, time_s, result.label, result.scores)
+    if placement is None:
+        return FrameResult(source, time_s, result.label, result.scores)
+    return FrameResult(source, time_s, result.label, result.scores, tuple(result.hotspots(DEFAULT_HOTSPOTS)), result)
 
 
 def summarize(
@@ -148,7 +169,12 @@ def _decode_worker(
     try:
         with VideoReader(source, options.sampling, max_pixels=detector.max_pixels) as reader:
             for time_s, image in reader.samples():
-                if not put((time_s, detector.decode(image, name=frame_name(source, time_s)))):
+                if options.evidence:  # the frame itself is kept too, for its overlay
+                    tensor, placement = detector.decode_placed(image, name=frame_name(source, time_s))
+                    item: tuple[object, ...] = (time_s, tensor, placement, image)
+                else:
+                    item = (time_s, detector.decode(image, name=frame_name(source, time_s)))
+                if not put(item):
                     return
                 position = reader.position
             position = reader.position
@@ -166,7 +192,11 @@ def scan(detector: Detector, source: str, options: ScanOptions | None = None) ->
     Closing the generator early stops the decode thread.
     """
     options = options or ScanOptions()
-    detector.bundle.require_positive_label("a video verdict")
+    positive = detector.bundle.require_positive_label("a video verdict")
+    if options.evidence:
+        detector.require_evidence()
+    threshold = detector.threshold if detector.threshold is not None else DEFAULT_SEGMENT_THRESHOLD
+    peaks = PeakTracker(positive, threshold) if options.evidence else None
     aggregate(options.aggregate, [])  # an unknown method fails now, not after the whole video
     stop = threading.Event()
     items: queue.Queue[object] = queue.Queue(maxsize=options.queue_size)
@@ -189,15 +219,21 @@ def scan(detector: Detector, source: str, options: ScanOptions | None = None) ->
                 raise item
             assert isinstance(item, tuple)
             if item[0] is _END:
-                yield summarize(detector, source, frames, duration=item[1], method=options.aggregate,
-                                min_segment=options.min_segment) if frames else VideoError(
-                    source, VideoDecodeError(source, "no frames were sampled (is --start past the end?)"))
+                if not frames:
+                    yield VideoError(source, VideoDecodeError(source,
+                                                              "no frames were sampled (is --start past the end?)"))
+                    return
+                summary = summarize(detector, source, frames, duration=item[1], method=options.aggregate,
+                                    min_segment=options.min_segment)
+                yield summary if peaks is None else replace(summary, peak_frames=peaks.for_segments(summary.segments))
                 return
             try:
-                result = classify_frame(detector, source, *item)
+                result = classify_frame(detector, source, *item[:3])
             except DeepfakeEdgeError as exc:  # non-finite scores: the model, not this frame, is broken
                 yield VideoError(source, exc)
                 return
+            if peaks is not None and result.prediction is not None:
+                peaks.add(result.time, item[3], result.prediction)
             frames.append(result)
             yield result
     finally:

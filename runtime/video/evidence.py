@@ -1,0 +1,53 @@
+"""Evidence maps for video: the peak frame of each segment, kept while scanning with ``evidence=True``.
+
+Only the best frame (highest P(positive)) of the current run of frames at or over the
+threshold is held, plus the best of each finished run: memory stays a few frames, however
+long the video. At the end, each reported segment gets the peak frame of its run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from ..results import Prediction
+from .aggregate import Segment
+
+__all__ = ["PeakFrame", "PeakTracker"]
+
+
+@dataclass(frozen=True)
+class PeakFrame:
+    """The frame with the highest P(positive) of a segment: its image and its prediction (with evidence)."""
+
+    time: float
+    score: float
+    image: Image.Image
+    prediction: Prediction
+
+
+class PeakTracker:
+    """Follows the runs of frames at or over ``threshold`` and keeps each run's peak frame."""
+
+    def __init__(self, positive: str, threshold: float) -> None:
+        self.positive = positive
+        self.threshold = threshold
+        self._current: PeakFrame | None = None
+        self._peaks: list[PeakFrame] = []
+
+    def add(self, time: float, image: Image.Image, prediction: Prediction) -> None:
+        score = prediction.scores[self.positive]
+        if score < self.threshold:  # the run (if any) ends here, as in ``aggregate.segments``
+            if self._current is not None:
+                self._peaks.append(self._current)
+            self._current = None
+            return
+        if self._current is None or score > self._current.score:
+            self._current = PeakFrame(time, score, image, prediction)
+
+    def for_segments(self, found: Sequence[Segment]) -> tuple[PeakFrame | None, ...]:
+        """The peak frame of each segment (found on the same frames and threshold), in order."""
+        peaks = self._peaks + ([self._current] if self._current is not None else [])
+        return tuple(next((p for p in peaks if s.start <= p.time <= s.end), None) for s in found)
