@@ -42,7 +42,9 @@ applied as the ffmpeg command line does. The exit code is 1 if any source failed
 With --evidence DIR, frame lines get "hotspots" (the cells leaning most toward
 the positive label, boxes in the frame's pixels) and each segment of a video
 file gets "evidence": the overlay of its peak frame, written to
-DIR/<video>-<time>s.evidence.png, and that frame's "hotspots"."""
+DIR/<video>-<time>s.evidence.png, and that frame's "hotspots". For live
+streams, alert lines (and MQTT alert payloads) get the peak frame's "hotspots",
+and its overlay is written to DIR/<camera>-alert<id>-<event>.evidence.png."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +76,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                               "(default: 0, every run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--evidence", type=Path, metavar="DIR",
-                        help="frame lines get 'hotspots'; each segment's peak frame is drawn with its evidence map "
-                             "to DIR/<video>-<time>s.evidence.png (video files; bundles exported with patch_logits)")
+                        help="frame lines get 'hotspots'; each segment's peak frame (each alert's, for live streams) "
+                             "is drawn with its evidence map into DIR (bundles exported with patch_logits)")
     add_live_options(parser)
     parser.epilog = LIVE_EPILOG
 
@@ -154,9 +156,6 @@ def run(args: argparse.Namespace) -> int:
     if args.mqtt is not None and not live:
         print("deepfake-edge scan: --mqtt publishes live streams only; no source is a stream", file=sys.stderr)
     if live:
-        if args.evidence is not None:
-            print("deepfake-edge scan: --evidence is not supported for live streams yet; they are watched without it",
-                  file=sys.stderr)
         failed += watch_sources(args, detector, live)
     if failed:
         print(f"deepfake-edge scan: {failed} of {len(sources)} sources failed", file=sys.stderr)

@@ -51,3 +51,29 @@ class PeakTracker:
         """The peak frame of each segment (found on the same frames and threshold), in order."""
         peaks = self._peaks + ([self._current] if self._current is not None else [])
         return tuple(next((p for p in peaks if s.start <= p.time <= s.end), None) for s in found)
+
+
+class AlertPeaks:
+    """The frames an alert's peak can be, for a live source: the last ``window`` frames (those that
+    may start an alert) and the best high frame since then; ``find`` returns the one at a peak time."""
+
+    def __init__(self, window: int, threshold: float, positive: str) -> None:
+        self.window = window
+        self.threshold = threshold
+        self.positive = positive
+        self._recent: list[PeakFrame] = []
+        self._best: PeakFrame | None = None
+
+    def add(self, time: float, image: Image.Image, prediction: Prediction) -> None:
+        frame = PeakFrame(time, prediction.scores[self.positive], image, prediction)
+        self._recent = [*self._recent[-(self.window - 1):], frame] if self.window > 1 else [frame]
+        if frame.score >= self.threshold and (self._best is None or frame.score > self._best.score):
+            self._best = frame
+
+    def find(self, time: float) -> PeakFrame | None:
+        candidates = [*self._recent, *([self._best] if self._best is not None else [])]
+        return next((f for f in candidates if f.time == time), None)
+
+    def alert_ended(self) -> None:
+        """A new alert's peak lies in its own window: forget the previous alert's best frame."""
+        self._best = None
