@@ -117,7 +117,7 @@ class Evidence:
         grid = np.asarray(self.grid, dtype=np.float32)
         if op is None:
             return grid
-        return np.asarray(Image.fromarray(grid, mode="F").transpose(op), dtype=np.float32)
+        return np.asarray(Image.fromarray(grid).transpose(op), dtype=np.float32)
 
     def upright_size(self) -> tuple[int, int]:
         w, h = self.size
@@ -180,7 +180,7 @@ def evidence_overlay(prediction: Prediction | Evidence, image: Image.Image, *, s
     grid = evidence.upright()
     top = float(scale if scale is not None else np.abs(grid).max())
     top = top if top > 0 else 1.0
-    upsampled = np.asarray(Image.fromarray(grid, mode="F").resize(base.size, Image.Resampling.BILINEAR))
+    upsampled = np.asarray(Image.fromarray(grid).resize(base.size, Image.Resampling.BILINEAR))
     rgb, weight = _colours(upsampled, top)
     alpha = (OVERLAY_ALPHA * weight)[..., None]
     pixels = np.asarray(base, np.float32) * (1 - alpha) + rgb * alpha
