@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+import onnx
 import transformers
 from optimum.exporters.onnx import onnx_export_from_model
 from optimum.exporters.onnx.model_configs import ViTOnnxConfig
@@ -28,7 +28,8 @@ from deepfake_edge.session import INPUT_NAME
 
 from .architectures import ARCHITECTURES, REFUSED
 from .errors import ExportError, ValidationError
-from .fidelity import run_per_image, spread_indices
+from .evidence import add_patch_logits, check_patch_logits, run_with_patches, torch_outputs
+from .fidelity import spread_indices
 from .sample_images import NamedImage
 
 TASK = "image-classification"
@@ -136,6 +137,7 @@ def export_fp32(checkpoint: Checkpoint, out_dir: Path, *, opset: int | None = No
         raise ExportError(f"Optimum did not write {model}")
     if any(p.name.endswith((".onnx_data", ".data")) for p in out_dir.iterdir()):
         raise ExportError("the model exported with external weight data (>2 GB), which bundles do not support yet")
+    onnx.save(add_patch_logits(onnx.load(model)), model)  # the evidence maps' output (see .evidence)
     return model
 
 
@@ -144,14 +146,6 @@ def reference_pixel_values(checkpoint: Checkpoint, images: list[NamedImage]) -> 
     """What the model card's code feeds the model: the transformers processor's output."""
     rgb = [to_rgb(item.image) for item in images]
     return np.asarray(checkpoint.processor(images=rgb, return_tensors="np")["pixel_values"], dtype=np.float32)
-
-
-def torch_logits(checkpoint: Checkpoint, pixel_values: np.ndarray, batch_size: int = 4) -> np.ndarray:
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(pixel_values), batch_size):
-            out.append(checkpoint.model(pixel_values=torch.from_numpy(pixel_values[i : i + batch_size])).logits.numpy())
-    return np.concatenate(out)
 
 
 def validate_export(
@@ -163,14 +157,14 @@ def validate_export(
     atol: float = DEFAULT_ATOL,
     batch_size: int = 4,
     torch_images: int | None = DEFAULT_TORCH_IMAGES,
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Check preprocessing (must be bit-exact, all images) and fp32 logits (within ``atol``).
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    """Check preprocessing (must be bit-exact, all images), fp32 logits and patch logits (within ``atol``).
 
     The fp32 logits are compared with torch on ``torch_images`` of the images,
     spread evenly over the list (None: all). Returns the record for the manifest,
-    the reference pixel values and the fp32 ONNX logits of every image (one
-    image per run). The fidelity step reuses both, so every variant sees the very
-    same tensors and fp32 runs only once.
+    the reference pixel values, and the fp32 ONNX logits and patch logits of every
+    image (one image per run). The fidelity step reuses them, so every variant sees
+    the very same tensors and fp32 runs only once.
     """
     reference = reference_pixel_values(checkpoint, images)
     config = PreprocessConfig.from_file(preprocessor_config)
@@ -182,10 +176,11 @@ def validate_export(
             f"numpy preprocessing differs from transformers' {type(checkpoint.processor).__name__} by {pre_diff:g} "
             f"(worst image: {worst}); the runtime would not see what the model card's code sees"
         )
-    onnx = run_per_image(onnx_path, reference)
+    fp32_logits, patches = run_with_patches(onnx_path, reference)
     checked = spread_indices(len(images), torch_images)
-    expected = torch_logits(checkpoint, reference[checked], batch_size)
-    per_image = np.abs(onnx[checked] - expected).max(axis=1)
+    expected, expected_patches = torch_outputs(checkpoint, reference[checked], batch_size)
+    per_image = np.maximum(np.abs(fp32_logits[checked] - expected).max(axis=1),
+                           np.abs(patches[checked] - expected_patches).max(axis=(1, 2)))
     names = [images[i].name for i in checked]
     record = {
         "images": len(images),
@@ -194,11 +189,13 @@ def validate_export(
         "preprocess_max_abs_diff": pre_diff,
         "fp32_vs_torch_max_abs_logit_diff": float(per_image.max()),
         "fp32_vs_torch_worst_image": names[int(per_image.argmax())],
+        "fp32_vs_torch_max_abs_patch_logit_diff": float(np.abs(patches[checked] - expected_patches).max()),
     }
     if per_image.max() > atol:
         bad = [f"{names[i]}: {per_image[i]:.3g}" for i in np.argsort(-per_image)[:5] if per_image[i] > atol]
         raise ValidationError(
-            f"fp32 ONNX logits differ from torch by up to {per_image.max():.3g} (> atol {atol:g}) on "
+            f"fp32 ONNX logits or patch logits differ from torch by up to {per_image.max():.3g} (> atol {atol:g}) on "
             f"{int((per_image > atol).sum())} of {len(checked)} images: " + "; ".join(bad)
         )
-    return record, reference, onnx
+    record["fp32_patch_logits"] = check_patch_logits("fp32", fp32_logits, patches, [item.name for item in images])
+    return record, reference, fp32_logits, patches

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import logging
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,13 @@ from .bundle_writer import (
 from .calibration import collect_statistics
 from .effort import DEFAULT_EFFORT, EFFORTS
 from .errors import ExportError, FidelityBudgetError
+from .evidence import check_patch_logits, map_fidelity, pool_patch_logits, run_with_patches
 from .fidelity import (
     MIN_GATE_IMAGES,
     TUNING_MARGIN,
     FidelityBudget,
     compare,
     file_fidelity,
-    model_logits,
-    run_per_image,
     spread_indices,
 )
 from .fusions import fuse_graph
@@ -163,8 +163,8 @@ def export_bundle(
             fp32 = export_fp32(checkpoint, stage)
         torch_count = len(spread_indices(len(images), torch_images))  # the images validate_export checks
         with _step(log, f"validating fp32 ONNX on {len(images)} images (against torch on {torch_count})"):
-            validation, pixel_values, reference = validate_export(checkpoint, fp32, stage / PREPROCESSOR_NAME, images,
-                                                                  atol=atol, torch_images=torch_images)
+            validation, pixel_values, reference, reference_patches = validate_export(
+                checkpoint, fp32, stage / PREPROCESSOR_NAME, images, atol=atol, torch_images=torch_images)
         log(
             f"   preprocessing max |diff| vs transformers: {validation['preprocess_max_abs_diff']:g}; "
             f"fp32 logits max |diff| vs torch: {validation['fp32_vs_torch_max_abs_logit_diff']:.2e}"
@@ -186,6 +186,7 @@ def export_bundle(
         memo = TuningMemo()
         entries = {"fp32": variant_entry(stage, RECIPES["fp32"], {}, None)}
         gate: dict[str, dict[str, object]] = {}
+        held_out = HeldOut(pixel_values, reference, reference_patches, names_seen, labels, positive)
         for name in names[1:]:
             recipe = RECIPES[name]
             ctx = BuildContext(
@@ -193,10 +194,9 @@ def export_bundle(
                 calibration_names=[item.name for item in calibration], stats=stats,
                 labels=labels, positive=positive, num_heads=num_heads, hidden_size=hidden_size,
                 budget=budget.scaled(TUNING_MARGIN), tune=tune, effort=EFFORTS[effort], memo=memo,
-                keep_fp32=keep_fp32, log=log, gate=budget,
-                held_out=functools.partial(_held_out_fidelity, pixel_values, reference, names_seen, labels, positive),
+                keep_fp32=keep_fp32, log=log, gate=budget, held_out=held_out.of_model,
             )
-            entries[name], record = _build_variant(recipe, ctx, pixel_values, reference, names_seen, budget, log)
+            entries[name], record = _build_variant(recipe, ctx, held_out, budget, log)
             if record is not None:
                 gate[name] = record
         validation["image_names"] = names_seen
@@ -221,8 +221,36 @@ def export_bundle(
     return manifest
 
 
-def _build_variant(recipe: Recipe, ctx: BuildContext, pixel_values: np.ndarray, reference: np.ndarray,
-                   names: list[str], budget: FidelityBudget, log: Log) -> tuple[Variant, dict[str, object] | None]:
+@dataclass(frozen=True)
+class HeldOut:
+    """The gate's held-out images and fp32's answers on them: what every variant is measured against."""
+
+    pixel_values: np.ndarray
+    reference: np.ndarray           # fp32 logits
+    reference_patches: np.ndarray   # fp32 patch_logits
+    names: list[str]
+    labels: tuple[str, ...]
+    positive: str | None
+
+    def measure(self, path: Path, name: str, *, backend: str = "onnxruntime",
+                backend_options: dict[str, str] | None = None) -> dict[str, Any]:
+        """Fidelity of the model file against fp32, its evidence maps' included (one image per run)."""
+        logits, patches = run_with_patches(path, self.pixel_values, backend=backend, backend_options=backend_options)
+        fidelity = compare(self.reference, logits, self.names, self.labels, self.positive)
+        fidelity["evidence"] = {**check_patch_logits(name, logits, patches, self.names),
+                                **map_fidelity(self.reference_patches, patches, self.labels, self.positive)}
+        return fidelity
+
+    def of_model(self, model: onnx.ModelProto) -> dict[str, Any]:
+        """The same for an onnxruntime model still in memory (a recipe's candidate)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "candidate.onnx"
+            onnx.save(model, path)
+            return self.measure(path, "a candidate")
+
+
+def _build_variant(recipe: Recipe, ctx: BuildContext, held_out: HeldOut, budget: FidelityBudget,
+                   log: Log) -> tuple[Variant, dict[str, object] | None]:
     """Build one recipe, measure it on the held-out images, and judge it (gated recipes, when tuned).
 
     The gate is the held-out images' fidelity against ``budget``; the recipe tuned against
@@ -230,13 +258,16 @@ def _build_variant(recipe: Recipe, ctx: BuildContext, pixel_values: np.ndarray, 
     """
     with _step(log, f"building {recipe.name}"):
         built = recipe.build(ctx)
-    fidelity = built.pop("held_out_fidelity", None)  # measured by the recipe on the very model it saved
+        if recipe.logits_from_patches:
+            pool_patch_logits(ctx.out)
+            built["logits"] = "ReduceMean(patch_logits)"
+    # int8 measured the model it saved on these images already (to decide how many layers stay fp32)
+    fidelity = built.pop("held_out_fidelity", None)
     consulted = fidelity is not None
     if fidelity is None:
-        with _step(log, f"measuring {recipe.name} fidelity against fp32 on {len(names)} held-out images"):
-            logits = run_per_image(ctx.out, pixel_values, backend=recipe.backend,
-                                   backend_options=recipe.backend_options)
-            fidelity = compare(reference, logits, names, ctx.labels, ctx.positive)
+        with _step(log, f"measuring {recipe.name} fidelity against fp32 on {len(held_out.names)} held-out images"):
+            fidelity = held_out.measure(ctx.out, recipe.name, backend=recipe.backend,
+                                        backend_options=recipe.backend_options)
     log(f"   {recipe.name}: p99 |dP| {fidelity['p99_abs_dp']:.4f}, mean {fidelity['mean_abs_dp']:.5f}, "
         f"max {fidelity['max_abs_dp']:.4f}; agreement {fidelity['label_agreement']:.1%} "
         f"({fidelity['flips_within_margin']} of {fidelity['flips']} flips within {fidelity['flip_margin']} "
@@ -246,22 +277,16 @@ def _build_variant(recipe: Recipe, ctx: BuildContext, pixel_values: np.ndarray, 
         on_calibration = built.get("calibration_fidelity") or file_fidelity(
             ctx.out, ctx, backend=recipe.backend, backend_options=recipe.backend_options)
         misses = budget.misses(fidelity)
-        record = {"budget": budget.to_dict(), "judged_on": "held_out", "held_out_images": len(names),
+        record = {"budget": budget.to_dict(), "judged_on": "held_out", "held_out_images": len(held_out.names),
                   "met_on_held_out": not misses, "misses": misses,
                   "tuning_target": ctx.budget.to_dict(),
                   # the recipe saw these images' figures to decide how many layers stay fp32 (int8)
                   "recipe_consulted_held_out": consulted,
                   "met_tuning_target_on_calibration": not ctx.budget.misses(on_calibration)}
-        if len(names) < MIN_GATE_IMAGES:
-            log(f"   note: {recipe.name} is judged on {len(names)} held-out images, fewer than the "
+        if len(held_out.names) < MIN_GATE_IMAGES:
+            log(f"   note: {recipe.name} is judged on {len(held_out.names)} held-out images, fewer than the "
                 f"{MIN_GATE_IMAGES} the gate's p99 is meant for")
     return variant_entry(ctx.out.parent, recipe, built, fidelity), record
-
-
-def _held_out_fidelity(pixel_values: np.ndarray, reference: np.ndarray, names: list[str], labels: tuple[str, ...],
-                       positive: str | None, model: onnx.ModelProto) -> dict[str, Any]:
-    """An onnxruntime model's fidelity against fp32 on the gate's held-out images."""
-    return compare(reference, model_logits(model, pixel_values), names, labels, positive)
 
 
 def _report_gate(gate: dict[str, dict[str, object]], *, strict: bool, log: Log) -> None:

@@ -90,6 +90,10 @@ class Recipe:
     # The engine the runtime uses for this file (recorded in the manifest), and its options.
     backend: str = "onnxruntime"
     backend_options: dict[str, str] | None = None
+    # True when the recipe computes the classifier differently from the float ``patch_logits``
+    # branch (quantized, or bf16 in the engine): the logits are then pooled from the patch logits
+    # (``evidence.pool_patch_logits``) so that every evidence map averages to its logits.
+    logits_from_patches: bool = False
 
     def manifest_entry(self, built: dict[str, Any]) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, **self.settings, **built}
@@ -207,7 +211,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("int8-ort", "model_int8_ort.onnx",
                "Baseline: onnxruntime quantize_dynamic, per-channel weights, MatMul only (MatMulConstBOnly), "
                "one activation scale per tensor per run (so it runs one image at a time).",
-               _ort_dynamic, batch_invariant=False, gated=True, settings=_ORT_DYNAMIC),
+               _ort_dynamic, batch_invariant=False, gated=True, settings=_ORT_DYNAMIC, logits_from_patches=True),
         Recipe("int8-static", "model_int8_static.onnx",
                "Static QDQ int8: activation ranges calibrated once (Percentile 99.99) on the calibration "
                "images after smoothing; per-channel weights; linear layers only; attention fused and fp32, "
@@ -220,7 +224,7 @@ RECIPES: dict[str, Recipe] = {
                "of 64 channels, everything else (attention included) in bf16 where the CPU supports it.",
                build_int8_openvino, batch_invariant=False, gated=True,
                settings={"method": "deepfake_edge weights-only int8 ONNX + OpenVINO dynamic quantization"},
-               backend=OPENVINO, backend_options=OPENVINO_OPTIONS),
+               backend=OPENVINO, backend_options=OPENVINO_OPTIONS, logits_from_patches=True),
         Recipe("int4", "model_int4.onnx",
                "Weight-only 4-bit (MatMulNBits, blocks of 32, symmetric) for the smallest file; "
                "activations int8 inside the kernel. Fidelity is recorded as measured, even when poor.",

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from .errors import ImageError
+from .evidence import evidence_overlay
 from .extras import require_extra
 
 if TYPE_CHECKING:
     from .apikeys import ApiKeys
     from .detector import Detector
 
-__all__ = ["AUTH_MESSAGE", "DESCRIPTION", "TITLE", "build_demo", "classify_function", "gradio_auth"]
+__all__ = ["AUTH_MESSAGE", "DESCRIPTION", "TITLE", "build_demo", "classify_function", "evidence_function",
+           "gradio_auth"]
 
 TITLE = "Deepfake Detector"
 DESCRIPTION = (
@@ -75,26 +77,47 @@ def classify_function(detector: Detector) -> Callable[[Image.Image | None], dict
     return classify_image
 
 
+def evidence_function(detector: Detector) -> Callable[[Image.Image | None], tuple[dict[str, float],
+                                                                                   Image.Image | None]]:
+    """Like :func:`classify_function`, plus the evidence map drawn over the image (``evidence_overlay``)."""
+    positive = detector.require_evidence()
+
+    def classify_image(image: Image.Image | None) -> tuple[dict[str, float], Image.Image | None]:
+        if image is None:
+            return {}, None
+        result = detector.predict_one(image, evidence=True)
+        return dict(result.scores), evidence_overlay(result, image, positive_label=positive)
+
+    return classify_image
+
+
 def build_demo(detector: Detector, *, title: str = TITLE, description: str = DESCRIPTION) -> Any:
     """The ``gr.Interface`` of the model card, powered by ``detector``; call ``.launch()`` to serve it.
 
-    ``interface.fn`` is the classify function (tests call it without launching).
+    ``interface.fn`` is the classify function (tests call it without launching). With a bundle that
+    has evidence maps, it returns ``(scores, overlay)`` for a second output, the map over the image.
     """
     gr = _import_gradio()
-    classify = classify_function(detector)
+    classify: Callable[[Image.Image | None], Any] = (
+        evidence_function(detector) if detector.has_evidence else classify_function(detector))
 
-    def classify_image(image: Image.Image | None) -> dict[str, float]:
+    def classify_image(image: Image.Image | None) -> Any:
         try:
             return classify(image)
         except ImageError as exc:
             raise gr.Error(str(exc)) from exc  # shown in the page instead of a generic "Error"
 
     variant = f" Model variant: {detector.variant_name}."
+    # every label of the bundle: two for the card's fake/real model
+    outputs = [gr.Label(num_top_classes=len(detector.labels), label="Deepfake Classification")]
+    if detector.has_evidence:
+        description += (" The evidence map shows where the decision comes from: red cells lean toward "
+                        f"{detector.positive_label}, blue away from it (log-odds per cell, scale below the image).")
+        outputs.append(gr.Image(type="pil", label="Evidence map"))
     return gr.Interface(
         fn=classify_image,
         inputs=gr.Image(type="pil", label="Image"),
-        # every label of the bundle: two for the card's fake/real model
-        outputs=gr.Label(num_top_classes=len(detector.labels), label="Deepfake Classification"),
+        outputs=outputs if len(outputs) > 1 else outputs[0],
         title=title,
         description=description + variant,
         flagging_mode="never",

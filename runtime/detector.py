@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,16 +10,26 @@ from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
 from .bundle import CONFIG_NAME, PREPROCESSOR_NAME, Bundle
 from .decision import ScoreRule, decisions
 from .errors import BundleMismatchError, ImageError, ModelOutputError, UnsupportedBundleError
+from .evidence import EVIDENCE_OUTPUT, grid_shape, manipulation_margins, orientation_of, require_evidence_output
 from .images import DEFAULT_MAX_PIXELS, ImageInput, Size, describe_source, is_single_input, load_rgb_scaled
 from .labels import softmax
 from .manifest import Variant
 from .preprocess import PreprocessConfig, draft_size, resize, to_model_input
 from .results import BatchError, Failure, Prediction
-from .session import INPUT_NAME, ORT_ERRORS, OUTPUT_NAME, create_session, release_freed_memory, run_logits
+from .session import (
+    INPUT_NAME,
+    ORT_ERRORS,
+    OUTPUT_NAME,
+    create_session,
+    release_freed_memory,
+    run_logits,
+    run_outputs,
+)
 from .variant_choice import AUTO, Choice, Machine, choose_variant
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "Detector", "ImageDecoder"]
@@ -40,6 +51,27 @@ def _as_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
     return list(_inputs(images))
 
 
+Placement = tuple[tuple[int, int], int]  # the stored image's (width, height) and its EXIF orientation
+
+
+def _stored_size(source: ImageInput, rgb: Image.Image, box: tuple[float, float, float, float] | None
+                 ) -> tuple[int, int]:
+    """The original's (width, height): the decoded size, unless a JPEG was decoded at a reduced
+    scale (``fast_decode``), whose header then gives the full size (paths and bytes; else the box's)."""
+    if box is None:
+        return rgb.size
+    try:
+        if isinstance(source, (str, Path)):
+            with Image.open(source) as header:
+                return header.size
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            with Image.open(io.BytesIO(bytes(source))) as header:
+                return header.size
+    except OSError:
+        pass
+    return round(box[2] - box[0]), round(box[3] - box[1])
+
+
 @dataclass(frozen=True)
 class ImageDecoder:
     """One input -> the model's float32 CHW tensor: :meth:`Detector.decode`'s step as picklable data,
@@ -50,7 +82,13 @@ class ImageDecoder:
     draft: Size | None = None
 
     def __call__(self, image: ImageInput, *, name: str) -> np.ndarray:
+        return self.placed(image, name=name)[0]
+
+    def placed(self, image: ImageInput, *, name: str) -> tuple[np.ndarray, Placement]:
+        """The tensor, and where it lies on the original: its stored (width, height) and EXIF
+        orientation, which evidence maps need to land on the image a viewer shows."""
         rgb, box = load_rgb_scaled(image, name=name, max_pixels=self.max_pixels, draft=self.draft)
+        placement = (_stored_size(image, rgb, box), orientation_of(rgb))
         try:
             resized = resize(rgb, self.preprocess, box)
         finally:
@@ -58,7 +96,7 @@ class ImageDecoder:
                 rgb.close()
         tensor = to_model_input(resized, self.preprocess)
         release_freed_memory()
-        return tensor
+        return tensor, placement
 
 
 class Detector:
@@ -207,6 +245,11 @@ class Detector:
         """
         return self.image_decoder(image, name=name or describe_source(image, index))
 
+    def decode_placed(self, image: ImageInput, index: int = 0, *, name: str | None = None
+                      ) -> tuple[np.ndarray, Placement]:
+        """:meth:`decode`, and where the tensor lies on the original (see ``ImageDecoder.placed``)."""
+        return self.image_decoder.placed(image, name=name or describe_source(image, index))
+
     @property
     def image_decoder(self) -> ImageDecoder:
         """This detector's :meth:`decode` without the model, to run in another process."""
@@ -226,57 +269,103 @@ class Detector:
             return np.zeros((0, len(self.labels)), np.float32)
         return run_logits(self.session, pixel_values, per_image=not self.variant.batch_invariant)
 
-    def results(self, sources: Sequence[str], logits: np.ndarray) -> list[Prediction | Failure]:
+    @property
+    def has_evidence(self) -> bool:
+        """Whether this variant's file has the ``patch_logits`` output (bundles exported with evidence maps)."""
+        return any(o.name == EVIDENCE_OUTPUT for o in self.session.get_outputs())
+
+    def require_evidence(self) -> str:
+        """The label evidence maps lean toward; raises ``UnsupportedBundleError`` naming the re-export
+        when this bundle cannot give them."""
+        require_evidence_output([o.name for o in self.session.get_outputs()], str(self.bundle.root / self.variant.file))
+        rule = self.bundle.require_rule("an evidence map")
+        return rule.positive_label if rule.positive_label is not None else f"not {rule.real_label}"
+
+    def logits_and_evidence(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and the margin maps ``[N, grid_h, grid_w]`` toward the positive label (see ``evidence``)."""
+        self.require_evidence()
+        rule = self.bundle.require_rule("an evidence map")
+        cfg = self.bundle.preprocess
+        if pixel_values.shape[0] == 0:
+            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, 0, 0), np.float32)
+        logits, patches = run_outputs(self.session, pixel_values, (OUTPUT_NAME, EVIDENCE_OUTPUT),
+                                      per_image=not self.variant.batch_invariant)
+        rows, cols = grid_shape(patches.shape[1], cfg.height, cfg.width)
+        maps = manipulation_margins(patches, self.labels, rule.positive_label, rule.real_label)
+        return logits, maps.reshape(len(patches), rows, cols)
+
+    def results(self, sources: Sequence[str], logits: np.ndarray, evidence: np.ndarray | None = None,
+                placements: Sequence[Placement] | None = None) -> list[Prediction | Failure]:
         """Softmax and the decision rule over a batch of logits, one result per source.
 
         A row with a non-finite logit (a damaged model) becomes a ``Failure``:
-        NaN is never reported as a score.
+        NaN is never reported as a score. ``evidence`` (maps from :meth:`logits_and_evidence`) and
+        ``placements`` (from :meth:`decode_placed`) are attached to each ``Prediction`` when given.
         """
         finite = np.isfinite(logits).all(axis=-1)
         probs = softmax(np.where(finite[:, None], logits, 0.0))
         rule = self.rule
         ids = decisions(probs, rule, self.threshold)
         manipulation = rule.scores(probs) if rule is not None else [None] * len(probs)
-        return [
-            Prediction(source=src, label=self.labels[int(i)], scores=dict(zip(self.labels, map(float, p), strict=True)),
-                       score=None if s is None else float(s))
-            if ok else Failure(source=src, error=ModelOutputError(src, "the model returned non-finite scores "
-                                                                  "(NaN or inf); its file may be damaged"))
-            for src, p, i, s, ok in zip(sources, probs, ids, manipulation, finite, strict=True)
-        ]
+        out: list[Prediction | Failure] = []
+        for n, (src, p, i, s, ok) in enumerate(zip(sources, probs, ids, manipulation, finite, strict=True)):
+            if not ok:
+                out.append(Failure(source=src, error=ModelOutputError(src, "the model returned non-finite scores "
+                                                                      "(NaN or inf); its file may be damaged")))
+                continue
+            extra = {} if evidence is None else {
+                "evidence": evidence[n], "image_size": placements[n][0] if placements else None,
+                "orientation": placements[n][1] if placements else 1}
+            out.append(Prediction(source=src, label=self.labels[int(i)],
+                                  scores=dict(zip(self.labels, map(float, p), strict=True)),
+                                  score=None if s is None else float(s), **extra))
+        return out
+
+    def _batch_results(self, sources: list[str], tensors: list[np.ndarray], placements: list[Placement] | None
+                       ) -> list[Prediction | Failure]:
+        if not tensors:
+            return []
+        if placements is None:  # no evidence asked for: the plain run, fetching the logits alone
+            return self.results(sources, self.logits(np.stack(tensors)))
+        logits, maps = self.logits_and_evidence(np.stack(tensors))
+        return self.results(sources, logits, maps, placements)
 
     def iter_predict(
-        self, images: ImageInput | Iterable[ImageInput], *, batch_size: int = 8
+        self, images: ImageInput | Iterable[ImageInput], *, batch_size: int = 8, evidence: bool = False
     ) -> Iterator[Prediction | Failure]:
         """Yield one result per input, in input order; a bad input yields a ``Failure``.
 
-        At most ``batch_size`` decoded images are held in memory at once.
+        At most ``batch_size`` decoded images are held in memory at once. ``evidence``: see :meth:`predict`.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if evidence:
+            self.require_evidence()  # an old bundle fails here, before any input is read
         items = _inputs(images)
         pending: list[Prediction | Failure | None] = []  # None marks a slot awaiting the model
         sources: list[str] = []
         tensors: list[np.ndarray] = []
+        placements: list[Placement] | None = [] if evidence else None
 
         def flush() -> Iterator[Prediction | Failure]:
-            done = iter(self.results(sources, self.logits(np.stack(tensors)))) if tensors else iter(())
+            done = iter(self._batch_results(sources, tensors, placements))
             for slot in pending:
                 yield slot if slot is not None else next(done)
-            pending.clear()
-            sources.clear()
-            tensors.clear()
+            for held in (pending, sources, tensors, placements or []):
+                held.clear()
 
         for index, image in enumerate(items):
             name = describe_source(image, index)
             try:
-                tensor = self.decode(image, index)
+                tensor, placement = self.decode_placed(image, index)
             except ImageError as exc:
                 pending.append(Failure(source=name, error=exc))
                 continue
             pending.append(None)
             sources.append(name)
             tensors.append(tensor)
+            if placements is not None:
+                placements.append(placement)
             if len(tensors) >= batch_size:
                 yield from flush()
         yield from flush()
@@ -287,8 +376,13 @@ class Detector:
         *,
         batch_size: int = 8,
         on_error: Literal["raise", "return"] = "raise",
+        evidence: bool = False,
     ) -> list[Prediction | Failure]:
         """Classify every input; results are in input order.
+
+        ``evidence=True`` also gives each ``Prediction`` its evidence map (``prediction.evidence``,
+        ``prediction.hotspots(k)``, ``evidence.evidence_overlay``); a bundle exported without the
+        ``patch_logits`` output raises ``UnsupportedBundleError`` naming the re-export.
 
         A bad input never stops the others. With ``on_error="raise"`` (default)
         any failure raises :class:`BatchError` *after* all inputs were processed;
@@ -297,14 +391,15 @@ class Detector:
         """
         if on_error not in ("raise", "return"):
             raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
-        results = list(self.iter_predict(images, batch_size=batch_size))
+        results = list(self.iter_predict(images, batch_size=batch_size, evidence=evidence))
         if on_error == "raise" and any(isinstance(r, Failure) for r in results):
             raise BatchError(results)
         return results
 
-    def predict_one(self, image: ImageInput) -> Prediction:
+    def predict_one(self, image: ImageInput, *, evidence: bool = False) -> Prediction:
         """Classify a single image; a bad input raises its ``ImageError``."""
-        result = next(self.iter_predict([image], batch_size=1))  # a list is one (unsupported) input here
+        # a list is one (unsupported) input here
+        result = next(self.iter_predict([image], batch_size=1, evidence=evidence))
         if isinstance(result, Failure):
             raise result.error
         return result

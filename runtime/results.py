@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .errors import DeepfakeEdgeError
+from .evidence import Evidence, Hotspot, hotspots
 
 __all__ = ["BatchError", "Failure", "Prediction"]
 
@@ -19,12 +22,22 @@ class Prediction:
     ``scores`` maps every label to its probability (they sum to 1); ``label`` is
     the decision (argmax, or the bundle's/caller's threshold on the manipulation score).
     ``score`` is the manipulation score (``decision.ScoreRule``), None for a bundle without a rule.
+    ``evidence`` (only with ``predict(..., evidence=True)``): float32 ``[grid_h, grid_w]`` margins
+    toward the positive label per patch, whose mean is the image's margin (see ``evidence``);
+    ``image_size`` and ``orientation`` (stored ``(width, height)``, EXIF tag) place it on the image.
     """
 
     source: str
     label: str
     scores: dict[str, float] = field(repr=True)
     score: float | None = None
+    evidence: np.ndarray | None = field(default=None, repr=False, compare=False)
+    image_size: tuple[int, int] | None = field(default=None, repr=False, compare=False)
+    orientation: int = field(default=1, repr=False, compare=False)
+
+    def hotspots(self, k: int = 3) -> list[Hotspot]:
+        """The ``k`` cells leaning most toward the positive label, as boxes in the upright original image."""
+        return hotspots(Evidence.of(self), k)
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {"path": self.source, "label": self.label, "scores": self.scores}

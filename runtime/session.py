@@ -23,7 +23,7 @@ from .model_cache import cached_directory, compiled_key, storing_directory
 
 __all__ = [
     "BACKENDS", "DEFAULT_PROVIDERS", "INPUT_NAME", "ORT_ERRORS", "OUTPUT_NAME", "create_session", "default_threads",
-    "release_freed_memory", "require_backend", "run_logits",
+    "release_freed_memory", "require_backend", "run_logits", "run_outputs",
 ]
 
 INPUT_NAME = "pixel_values"
@@ -184,8 +184,13 @@ def run_logits(session: Any, pixel_values: np.ndarray, *, per_image: bool) -> np
     their activation scale is computed over the whole input, so batching would
     make an image's result depend on its neighbours. ``pixel_values`` must hold at least one image.
     """
+    return run_outputs(session, pixel_values, (OUTPUT_NAME,), per_image=per_image)[0]
+
+
+def run_outputs(session: Any, pixel_values: np.ndarray, names: Sequence[str], *, per_image: bool
+                ) -> list[np.ndarray]:
+    """The named outputs for an NCHW batch (see :func:`run_logits`); only these are fetched."""
     if not per_image or pixel_values.shape[0] == 1:
-        return session.run([OUTPUT_NAME], {INPUT_NAME: pixel_values})[0]
-    return np.concatenate(
-        [session.run([OUTPUT_NAME], {INPUT_NAME: pixel_values[i : i + 1]})[0] for i in range(len(pixel_values))]
-    )
+        return list(session.run(list(names), {INPUT_NAME: pixel_values}))
+    runs = [session.run(list(names), {INPUT_NAME: pixel_values[i : i + 1]}) for i in range(len(pixel_values))]
+    return [np.concatenate([run[j] for run in runs]) for j in range(len(names))]

@@ -9,11 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from deepfake_edge import Detector
 from deepfake_edge.demo import build_demo
+from deepfake_edge.evidence import evidence_overlay
+
+from old_bundles import old_copy
 
 gr = pytest.importorskip("gradio", reason="the demo needs the [demo] extra (gradio)")
 
@@ -37,26 +41,28 @@ def demo(detector: Detector):  # noqa: ANN201 - gr.Interface
 def test_interface_is_the_model_cards(demo, detector: Detector) -> None:
     assert isinstance(demo, gr.Interface)
     (image_in,) = demo.input_components
-    (label_out,) = demo.output_components
+    label_out, overlay_out = demo.output_components  # the card's label, and the evidence map
     assert isinstance(image_in, gr.Image) and image_in.type == "pil"
     assert isinstance(label_out, gr.Label) and label_out.num_top_classes == 2
+    assert isinstance(overlay_out, gr.Image) and overlay_out.type == "pil"
     assert demo.title == "Deepfake Detector"
     assert "fake or real" in demo.description and detector.variant_name in demo.description
 
 
 def test_interface_function_matches_detector_predict(demo, detector: Detector, photo_paths: list[Path]) -> None:
-    (label_out,) = demo.output_components
+    label_out = demo.output_components[0]
     for path in photo_paths[:4]:
         with Image.open(path) as opened:
             image = opened.convert("RGB")  # what gr.Image(type="pil") hands the function
-        (expected,) = detector.predict([image])
-        scores = demo.fn(image)
+        (expected,) = detector.predict([image], evidence=True)
+        scores, overlay = demo.fn(image)
         assert scores == expected.scores  # same runtime, same pixels: exactly equal
+        assert np.array_equal(np.asarray(overlay), np.asarray(evidence_overlay(expected, image)))
         assert set(scores) == set(detector.labels)
         shown = label_out.postprocess(scores)  # what the page displays
         assert shown.label == expected.label
         assert [c.label for c in shown.confidences] == sorted(scores, key=scores.__getitem__, reverse=True)
-    assert demo.fn(None) == {}  # nothing uploaded yet: an empty label, not an error
+    assert demo.fn(None) == ({}, None)  # nothing uploaded yet: an empty label, not an error
 
 
 def test_broken_image_is_a_gradio_error_naming_the_problem(demo, photo_paths: list[Path]) -> None:
@@ -177,3 +183,13 @@ build_demo(Detector.load({str(binary_bundle)!r}, "fp32")).launch(**options)
             proc.wait()
     for channel in ("out", "err"):
         assert key not in (tmp_path / channel).read_text()
+
+
+def test_old_bundle_keeps_the_cards_single_output(binary_bundle: Path, tmp_path: Path) -> None:
+    old = Detector.load(old_copy(binary_bundle, tmp_path / "old"))
+
+    async def build():  # noqa: ANN202
+        return build_demo(old)
+
+    (label_out,) = asyncio.run(build()).output_components
+    assert isinstance(label_out, gr.Label)

@@ -75,6 +75,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the model files")
     add_fast_decode_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--evidence", type=Path, metavar="DIR",
+                        help="write the evidence maps of the false positives and false negatives of the threshold "
+                             "variant (--threshold-variant, else the default) to DIR/false_positives/ and "
+                             "DIR/false_negatives/, listed in DIR/index.json (bundles exported with patch_logits)")
 
 
 def _note(message: str) -> None:
@@ -123,12 +127,23 @@ def _write_threshold(ev: Evaluation, variant: str) -> dict[str, Any] | None:
     return {"threshold": point.threshold, **chosen}
 
 
+def _write_evidence(ev: Evaluation, args: argparse.Namespace) -> None:
+    from ..evaluate.overlays import INDEX_NAME, write_error_overlays
+
+    variant = _threshold_variant(ev, args.threshold_variant)
+    entries = write_error_overlays(ev, variant, args.evidence, threads=args.threads, verify=not args.no_verify)
+    _note(f"wrote the evidence maps of {len(entries)} false positives and negatives of {variant} "
+          f"({args.evidence / INDEX_NAME})")
+
+
 def _check_threshold_request(args: argparse.Namespace) -> str | None:
     """Why --write-threshold/--threshold-variant cannot work on this bundle, found before any image is scored."""
     from ..bundle import Bundle
     from ..errors import UnsupportedBundleError
 
     bundle = Bundle.open(args.bundle)
+    if args.evidence is not None and bundle.manifest.decision.positive_label not in bundle.labels:
+        return f"--evidence: the bundle's positive label is not one of its labels {bundle.labels}"
     if args.threshold_variant:
         evaluated = args.variants or list(bundle.manifest.variants)
         if args.threshold_variant not in evaluated:
@@ -166,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
     written = None
     if args.write_threshold:
         written = _write_threshold(ev, _threshold_variant(ev, args.threshold_variant))
+
+    if args.evidence is not None:
+        _write_evidence(ev, args)
 
     report = write_json(ev, args.out / REPORT_NAME, threshold_written=written)
     _note(f"wrote {report}")

@@ -14,12 +14,14 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import count, non_negative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
     from ..detector import Detector
+    from ..video.alerts import Alert
 
 __all__ = ["EPILOG", "add_live_options", "watch_sources"]
 
@@ -80,9 +82,21 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _alert_overlay(alert: Alert, camera: str, directory: Path, detector: Detector) -> Path:
+    """The alert's peak frame with its evidence map, as ``directory/<camera>-alert<id>-<event>.evidence.png``."""
+    from ..evidence import save_overlay
+
+    peak = alert.peak_frame
+    if peak is None:
+        raise ValueError(f"{camera}: alert {alert.id} has no peak frame to draw")
+    return save_overlay(peak.prediction, peak.image, directory, f"{camera}-alert{alert.id}-{alert.event}",
+                        positive_label=detector.require_evidence())
+
+
 def watch_sources(args: argparse.Namespace, detector: Detector, sources: Sequence[str]) -> int:
     """Watch the live ``sources``, printing JSON lines; returns how many failed."""
     from ..extras import require_extra
+    from ..video.alerts import Alert
     from ..video.frames import Sampling
     from ..video.live import Reconnect
     from ..video.mqtt import MqttPublisher, MqttSink, camera_name, topic_level
@@ -99,7 +113,7 @@ def watch_sources(args: argparse.Namespace, detector: Detector, sources: Sequenc
         reconnect=Reconnect(args.reconnect_attempts, args.reconnect_delay,
                             max(args.reconnect_delay, args.reconnect_max_delay)),
         alert=args.alert, aggregate=args.aggregate, min_segment=args.min_segment,
-        duration=args.duration, max_frames=args.max_frames,
+        duration=args.duration, max_frames=args.max_frames, evidence=getattr(args, "evidence", None) is not None,
     )
     publisher = None
     if args.mqtt is not None:
@@ -116,7 +130,10 @@ def watch_sources(args: argparse.Namespace, detector: Detector, sources: Sequenc
         try:
             for item in watch(detector, sources, options, stop=stop):
                 failed += isinstance(item, VideoError)
-                print(json.dumps(item.to_dict()), flush=True)
+                line = item.to_dict()
+                if options.evidence and isinstance(item, Alert) and item.peak_frame is not None:
+                    line["evidence"] = str(_alert_overlay(item, cameras[item.source], args.evidence, detector))
+                print(json.dumps(line), flush=True)
                 if sink is not None:
                     sink(item)
         finally:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..evidence import evidence_fields, save_overlay
 from ..paths import expand_paths
 from ..progress import progress
-from ..results import Failure
+from ..results import Failure, Prediction
 from .common import EXIT_INPUT_FAILED, EXIT_OK, add_bundle_argument, add_detector_options, load_detector, positive_int
 
 HELP = "classify images with a bundle (JSON lines on stdout)"
@@ -24,7 +25,10 @@ per input, in input order:
 "score" is the manipulation score, by the rule the bundle's manifest records:
 P(positive label), or 1 - P(real label) (see docs/models.md); bundles exported
 without a rule have none.
-A bad input never stops the others; the exit code is 1 if any input failed."""
+A bad input never stops the others; the exit code is 1 if any input failed.
+With --evidence DIR each line also gets "evidence" (the overlay picture written
+to DIR/<name>.evidence.png) and "hotspots" (the cells leaning most toward the
+positive label, as boxes in the original image's pixels, with their margins)."""
 
 PROGRESS_MIN_INPUTS = 8
 
@@ -36,6 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_detector_options(parser)
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per model call (default: 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--evidence", type=Path, metavar="DIR",
+                        help="also write each image's evidence map over it to DIR/<name>.evidence.png and add "
+                             "'evidence' and 'hotspots' to its JSON line (bundles exported with patch_logits)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,14 +57,24 @@ def run(args: argparse.Namespace) -> int:
         print("deepfake-edge predict: no image files found", file=sys.stderr)
         return EXIT_INPUT_FAILED
     failed = 0
-    results = detector.iter_predict(files, batch_size=args.batch_size)
+    positive = detector.require_evidence() if args.evidence else "fake"  # an old bundle fails before any input
+    results = detector.iter_predict(files, batch_size=args.batch_size, evidence=args.evidence is not None)
     show = not args.no_progress and len(files) >= PROGRESS_MIN_INPUTS
     for result in progress(results, total=len(files), desc="classifying", enabled=show):
         failed += isinstance(result, Failure)
         line = (result.to_dict() if isinstance(result, Failure)
                 else {**result.to_dict(), "variant": detector.variant_name})
+        if args.evidence is not None and not isinstance(result, Failure):
+            line.update(_evidence(result, args.evidence, positive))
         print(json.dumps(line), flush=True)
     if failed:
         print(f"deepfake-edge predict: {failed} of {len(files)} inputs failed", file=sys.stderr)
         return EXIT_INPUT_FAILED
     return EXIT_OK
+
+
+def _evidence(result: Prediction, directory: Path, positive: str) -> dict[str, object]:
+    """The overlay written beside the others, and the JSON fields that point to it."""
+    with Image.open(result.source) as image:
+        path = save_overlay(result, image, directory, Path(result.source).stem, positive_label=positive)
+    return {"evidence": str(path), **evidence_fields(result)}

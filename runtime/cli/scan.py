@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import (
@@ -23,6 +24,7 @@ from .live import add_live_options, watch_sources
 
 if TYPE_CHECKING:
     from ..video import ScanItem, ScanOptions
+    from ..video.evidence import PeakFrame
 
 HELP = "classify sampled frames of video files and streams (JSON lines on stdout)"
 DESCRIPTION = """\
@@ -36,7 +38,13 @@ through exactly the image path. Prints JSON lines:
    "frames", "max_score", "mean_score"}, ...]}                            each source, at its end
   {"source": ..., "error": "VideoDecodeError", "message": ...}            a source that failed
 Frames classified before a source broke stay reported. Rotation metadata is
-applied as the ffmpeg command line does. The exit code is 1 if any source failed."""
+applied as the ffmpeg command line does. The exit code is 1 if any source failed.
+With --evidence DIR, frame lines get "hotspots" (the cells leaning most toward
+the positive label, boxes in the frame's pixels) and each segment of a video
+file gets "evidence": the overlay of its peak frame, written to
+DIR/<video>-<time>s.evidence.png, and that frame's "hotspots". For live
+streams, alert lines (and MQTT alert payloads) get the peak frame's "hotspots",
+and its overlay is written to DIR/<camera>-alert<id>-<event>.evidence.png."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          help="report runs of frames at or over the threshold lasting at least this many s "
                               "(default: 0, every run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--evidence", type=Path, metavar="DIR",
+                        help="frame lines get 'hotspots'; each segment's peak frame (each alert's, for live streams) "
+                             "is drawn with its evidence map into DIR (bundles exported with patch_logits)")
     add_live_options(parser)
     parser.epilog = LIVE_EPILOG
 
@@ -78,7 +89,8 @@ def scan_options(args: argparse.Namespace) -> ScanOptions:
     sampling = Sampling(fps=args.fps, keyframes=args.keyframes, start=args.start, duration=args.duration,
                         max_frames=args.max_frames, decoder_threads=args.decoder_threads,
                         open_timeout_s=args.timeout, read_timeout_s=args.timeout)
-    return ScanOptions(sampling=sampling, aggregate=args.aggregate, min_segment=args.min_segment)
+    return ScanOptions(sampling=sampling, aggregate=args.aggregate, min_segment=args.min_segment,
+                       evidence=getattr(args, "evidence", None) is not None)
 
 
 def expand_sources(sources: list[str]) -> Iterator[str]:
@@ -93,8 +105,25 @@ def expand_sources(sources: list[str]) -> Iterator[str]:
             yield from map(str, expand_paths([source], VIDEO_SUFFIXES, recursive=True))
 
 
-def print_item(item: ScanItem) -> None:
-    print(json.dumps(item.to_dict()), flush=True)
+def print_item(item: ScanItem, evidence_dir: Path | None = None, positive: str = "fake") -> None:
+    from ..video import VideoSummary
+
+    line = item.to_dict()
+    if evidence_dir is not None and isinstance(item, VideoSummary) and item.peak_frames:
+        line["segments"] = [{**segment, **_peak_evidence(item.source, peak, evidence_dir, positive)}
+                            for segment, peak in zip(line["segments"], item.peak_frames, strict=True)]  # type: ignore[call-overload]
+    print(json.dumps(line), flush=True)
+
+
+def _peak_evidence(source: str, peak: PeakFrame | None, directory: Path, positive: str) -> dict[str, object]:
+    """The overlay of a segment's peak frame, written into ``directory``, and the fields that point to it."""
+    from ..evidence import evidence_fields, save_overlay
+
+    if peak is None:
+        return {}
+    path = save_overlay(peak.prediction, peak.image, directory, f"{Path(source).stem}-{peak.time:.3f}s",
+                        positive_label=positive)
+    return {"evidence": str(path), "peak_time": round(peak.time, 3), **evidence_fields(peak.prediction)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = scan_options(args)
     detector = load_detector(args)
+    positive = detector.require_evidence() if args.evidence is not None else "fake"  # an old bundle: refused now
     sources = list(expand_sources(args.sources))
     if not sources:
         print("deepfake-edge scan: no video files found", file=sys.stderr)
@@ -122,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         for item in progress(items, total=None if expected is None else expected + 1, desc=source,
                              enabled=show, unit="frame"):
             failed += isinstance(item, VideoError)
-            print_item(item)
+            print_item(item, args.evidence, positive)
     if args.mqtt is not None and not live:
         print("deepfake-edge scan: --mqtt publishes live streams only; no source is a stream", file=sys.stderr)
     if live:

@@ -43,6 +43,7 @@ from .accesslog import AccessLogMiddleware
 from .auth import FailureLimiter, bearer_dependency
 from .batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher
 from .config import ServeConfig
+from .evidence import EVIDENCE_QUERY, classify_with_evidence, evidence_answer, wants_evidence
 from .limits import Admission, ServiceError, image_error
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from .schemas import (
@@ -175,12 +176,15 @@ class _Service:
             raise ServiceError(504, "timeout",
                                f"no answer within the per-request timeout of {self.config.timeout_s:g} s") from exc
 
-    async def _classify_image(self, data: bytes, source: str, deadline: float) -> dict[str, Any]:
+    async def _classify_image(self, data: bytes, source: str, deadline: float, evidence: bool = False
+                              ) -> dict[str, Any]:
         """Decode in the pool, run in a batch; raises ImageError or ServiceError."""
         if self.batcher is None or self.pool is None:  # set by start(); _require_ready has refused before
             raise ServiceError(503, "not_ready", f"{source}: the service is not started",
                                retry_after=self.config.retry_after_s)
         started = time.perf_counter()
+        if evidence:
+            return await self._classify_with_evidence(self.pool, data, source, started)
         try:
             decode = functools.partial(self.detector.decode, data, name=source)
             tensor = await asyncio.get_running_loop().run_in_executor(self.pool, decode)
@@ -211,6 +215,25 @@ class _Service:
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
+    async def _classify_with_evidence(self, pool: ThreadPoolExecutor, data: bytes, source: str,
+                                      started: float) -> dict[str, Any]:
+        run = functools.partial(classify_with_evidence, self.detector, data, source)
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(pool, run)
+        except ImageError as exc:
+            self.metrics.images.labels(image_error(exc).code).inc()
+            raise
+        except ORT_ERRORS as exc:
+            self.metrics.images.labels("model_error").inc()
+            raise ServiceError(500, "model_error", f"{source}: the model failed ({type(exc).__name__}: {exc})") from exc
+        if isinstance(result, Failure):
+            self.metrics.images.labels("model_error").inc()
+            raise ServiceError(500, "model_error", str(result.error))
+        self.metrics.images.labels("ok").inc()
+        return {"label": result.label, "scores": result.scores, "variant": self.detector.variant_name,
+                "model": self.model_name, "evidence": evidence_answer(result),
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+
     # -- endpoints ---------------------------------------------------------------
     async def answer(self, endpoint: str, handler: Callable[[Request], Awaitable[Any]], request: Request) -> Response:
         """Run ``handler``; turn refusals into JSON errors and count every outcome."""
@@ -233,12 +256,13 @@ class _Service:
 
     async def classify(self, request: Request) -> dict[str, Any]:
         self._require_ready()
+        evidence = wants_evidence(request, self.detector)
         source, data = await read_single(request, self.config, raw_prefix="image", what="image",
                                          hint="; use /v1/classify/batch for several images")
         with self._admitted(1):
             try:
                 result: dict[str, Any] = await self._within_deadline(
-                    self._classify_image(data, source, time.monotonic() + self.config.timeout_s)
+                    self._classify_image(data, source, time.monotonic() + self.config.timeout_s, evidence)
                 )
             except ImageError as exc:
                 raise image_error(exc) from exc
@@ -246,6 +270,7 @@ class _Service:
 
     async def classify_batch(self, request: Request) -> list[dict[str, Any]]:
         self._require_ready()
+        evidence = wants_evidence(request, self.detector)
         media = media_type(request)
         if media != "multipart/form-data":
             raise ServiceError(415, "unsupported_media_type",
@@ -264,7 +289,7 @@ class _Service:
         async def one(source: str, data: bytes) -> dict[str, Any]:
             # Per-image problems become that item's error; the others still get answers.
             try:
-                return {"source": source, **await self._classify_image(data, source, deadline)}
+                return {"source": source, **await self._classify_image(data, source, deadline, evidence)}
             except ImageError as exc:
                 return {"source": source, **image_error(exc).body()}
             except ServiceError as exc:
@@ -285,6 +310,7 @@ class _Service:
             "positive_label": self.detector.positive_label,
             "score": self.detector.rule.text if self.detector.rule is not None else None,
             "threshold": self.detector.threshold,
+            "evidence": self.detector.has_evidence,
             "accepted_media_types": [*RAW_MEDIA_TYPES, "multipart/form-data"],
             "limits": {
                 "max_body_bytes": cfg.max_body_bytes, "max_batch_items": cfg.max_batch_items,
@@ -351,14 +377,16 @@ def create_app(detector: Detector, config: ServeConfig | None = None, *, api_key
         return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code,
                             headers=exc.headers)
 
-    @app.post("/v1/classify", response_model=Classification, responses=refusals, openapi_extra=SINGLE_BODY,
-              summary="Classify one image", tags=["classify"], dependencies=guard)
+    @app.post("/v1/classify", response_model=Classification, responses=refusals,
+              openapi_extra={**SINGLE_BODY, **EVIDENCE_QUERY}, summary="Classify one image", tags=["classify"],
+              dependencies=guard)
     async def classify(request: Request) -> Response:
         """Send the image as the raw body (`Content-Type: image/...`) or as one multipart file part."""
         return await service.answer("classify", service.classify, request)
 
-    @app.post("/v1/classify/batch", response_model=list[BatchItem], responses=refusals, openapi_extra=BATCH_BODY,
-              summary="Classify several images", tags=["classify"], dependencies=guard)
+    @app.post("/v1/classify/batch", response_model=list[BatchItem], responses=refusals,
+              openapi_extra={**BATCH_BODY, **EVIDENCE_QUERY}, summary="Classify several images", tags=["classify"],
+              dependencies=guard)
     async def classify_batch(request: Request) -> Response:
         """One multipart request with several file parts; the answer lists one item per part, in order.
 

@@ -8,8 +8,21 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "AUTH_RESPONSES", "BATCH_BODY", "ERROR_RESPONSES", "SINGLE_BODY", "BatchItem", "Classification", "ErrorBody",
-    "Health", "ServiceInfo",
+    "EvidenceBody", "Health", "HotspotBody", "ServiceInfo",
 ]
+
+
+class HotspotBody(BaseModel):
+    box: list[float] = Field(description="[x0, y0, x1, y1] in the original image's pixels (upright, EXIF applied).")
+    margin: float = Field(description="The cell's margin toward the positive label (log-odds for two labels).")
+
+
+class EvidenceBody(BaseModel):
+    """Only with ``?evidence=1``: where in the image the decision comes from."""
+
+    grid: list[list[float]] = Field(description="Margin toward the positive label per patch [rows][columns], "
+                                                "upright, 3 decimals; its mean is the image's margin.")
+    hotspots: list[HotspotBody] = Field(description="The cells leaning most toward the positive label, largest first.")
 
 
 class Classification(BaseModel):
@@ -23,6 +36,7 @@ class Classification(BaseModel):
     latency_ms: float = Field(
         description="Server time from the fully received body to the answer: decode, queue, model, scoring."
     )
+    evidence: EvidenceBody | None = Field(default=None, description="Only with ?evidence=1.")
 
 
 class BatchItem(BaseModel):
@@ -35,6 +49,7 @@ class BatchItem(BaseModel):
     variant: str | None = None
     model: str | None = None
     latency_ms: float | None = None
+    evidence: EvidenceBody | None = None
     error: str | None = Field(default=None, description="Error code for this image, e.g. 'invalid_image'.")
     type: str | None = Field(default=None, description="The runtime's exception class, e.g. 'ImageDecodeError'.")
     message: str | None = None
@@ -58,6 +73,7 @@ class ServiceInfo(BaseModel):
     score: str | None = Field(default=None, description="The manipulation score's formula, e.g. 'P(fake)' or "
                                                         "'1 - P(Real)'; null for a bundle without a rule.")
     threshold: float | None
+    evidence: bool = Field(description="Whether ?evidence=1 is available (the bundle has patch_logits).")
     accepted_media_types: list[str]
     limits: dict[str, float]
 

@@ -15,6 +15,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..evidence import Hotspot
+from .evidence import PeakFrame
+
 __all__ = ["DEFAULT_RULE", "Alert", "AlertRule", "AlertTracker", "alert_rule"]
 
 
@@ -70,6 +73,9 @@ class Alert:
     high_frames: int
     rule: str
     reason: str | None = None
+    # With evidence: the peak frame's hotspots (boxes in its pixels, margins toward the positive label).
+    hotspots: tuple[Hotspot, ...] | None = None
+    peak_frame: PeakFrame | None = field(default=None, repr=False, compare=False)  # its image, for an overlay
 
     def to_dict(self) -> dict[str, object]:
         record: dict[str, object] = {
@@ -80,6 +86,8 @@ class Alert:
         }
         if self.reason is not None:
             record["reason"] = self.reason
+        if self.hotspots is not None:
+            record["hotspots"] = [h.to_dict() for h in self.hotspots]
         return record
 
 

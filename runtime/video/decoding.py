@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,15 +98,21 @@ class Isolation:
 
 
 def decoded_samples(
-    decoder: ImageDecoder, source: str, sampling: Sampling
-) -> Generator[tuple[float, np.ndarray], None, ReadEnd]:
+    decoder: ImageDecoder, source: str, sampling: Sampling, *, keep_frames: bool = False
+) -> Generator[tuple[Any, ...], None, ReadEnd]:
     """(time in s, model-ready tensor) of each sampled frame of ``source``; returns how the read ended.
+    ``keep_frames`` adds the tensor's placement on the frame and the frame itself (for evidence overlays).
 
     Raises ``VideoSourceError`` or ``ImageError`` (naming the source or frame) after the frames before.
     """
     with VideoReader(source, sampling, max_pixels=decoder.max_pixels) as reader:
         for time_s, image in reader.samples():
-            yield time_s, decoder(image, name=frame_name(source, time_s))
+            name = frame_name(source, time_s)
+            if keep_frames:
+                tensor, placement = decoder.placed(image, name=name)
+                yield time_s, tensor, placement, image
+            else:
+                yield time_s, decoder(image, name=name)
         return ReadEnd(min(reader.position, sampling.end), reader.capped)  # the frame past the end is not read
 
 

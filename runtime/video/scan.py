@@ -22,11 +22,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..detector import Detector
+from ..detector import Detector, Placement
 from ..errors import DeepfakeEdgeError, VideoDecodeError
+from ..evidence import DEFAULT_HOTSPOTS, Hotspot
 from ..results import Failure, Prediction
 from .aggregate import Segment, aggregate, segments
 from .decoding import Isolation, ReadEnd, decoded_samples, isolated_samples
+from .evidence import PeakFrame, PeakTracker
 from .frames import Sampling, frame_name
 
 __all__ = [
@@ -42,13 +44,15 @@ DEFAULT_SEGMENT_THRESHOLD = 0.5
 class ScanOptions:
     """How a source is scanned: ``sampling`` (which frames), ``aggregate`` (``mean`` or ``confident``),
     ``min_segment`` (shortest reported segment, s), ``queue_size`` (preprocessed frames waiting for the model),
-    ``isolation`` (decode in a child process with a memory limit; None: in a thread of this one)."""
+    ``isolation`` (decode in a child process with a memory limit; None: in a thread of this one).
+    ``evidence`` (frames get hotspots; the summary keeps each segment's peak frame with its evidence map)."""
 
     sampling: Sampling = field(default_factory=Sampling)
     aggregate: str = "mean"
     min_segment: float = 0.0
     queue_size: int = 4
     isolation: Isolation | None = None
+    evidence: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,15 @@ class FrameResult:
     label: str
     scores: dict[str, float]
     score: float = float("nan")  # the manipulation score (``decision.ScoreRule``)
+    hotspots: tuple[Hotspot, ...] | None = None  # only when scanned with evidence
+    prediction: Prediction | None = field(default=None, repr=False, compare=False)  # with its evidence map
 
     def to_dict(self) -> dict[str, object]:
-        return {"source": self.source, "time": round(self.time, 3), "label": self.label, "scores": self.scores,
-                "score": self.score}
+        out: dict[str, object] = {"source": self.source, "time": round(self.time, 3), "label": self.label,
+                                  "scores": self.scores, "score": self.score}
+        if self.hotspots is not None:
+            out["hotspots"] = [h.to_dict() for h in self.hotspots]
+        return out
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class VideoSummary:
     aggregate: str
     segments: tuple[Segment, ...] = ()
     capped: bool = False
+    # with evidence: each segment's peak frame (same order as ``segments``)
+    peak_frames: tuple[PeakFrame | None, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         record = {"source": self.source, "frames": self.frames, "duration": round(self.duration, 3),
@@ -104,22 +115,34 @@ ScanItem = FrameResult | VideoSummary | VideoError
 EventSink = Callable[[ScanItem], None]
 
 
-def classify_frame(detector: Detector, source: str, time_s: float, tensor: np.ndarray) -> FrameResult:
+def classify_frame(detector: Detector, source: str, time_s: float, tensor: np.ndarray,
+                   placement: Placement | None = None) -> FrameResult:
     """Run the model on one preprocessed frame (``Detector.decode``'s output).
 
+    With ``placement`` (``Detector.decode_placed``'s), the frame gets its evidence map and hotspots.
     Raises ``ModelOutputError`` for non-finite scores.
     """
-    result = detector.results([frame_name(source, time_s)], detector.logits(tensor[None]))[0]
+    name = frame_name(source, time_s)
+    if placement is None:
+        result = detector.results([name], detector.logits(tensor[None]))[0]
+    else:
+        logits, maps = detector.logits_and_evidence(tensor[None])
+        result = detector.results([name], logits, maps, [placement])[0]
     if isinstance(result, Failure):
         raise result.error
-    return frame_result(detector, source, time_s, result)
+    return frame_result(detector, source, time_s, result, evidence=placement is not None)
 
 
-def frame_result(detector: Detector, source: str, time_s: float, result: Prediction) -> FrameResult:
-    """A frame's ``Prediction`` as a ``FrameResult`` carrying the manipulation score."""
+def frame_result(detector: Detector, source: str, time_s: float, result: Prediction, *,
+                 evidence: bool = False) -> FrameResult:
+    """A frame's ``Prediction`` as a ``FrameResult`` carrying the manipulation score (and, with ``evidence``,
+    its hotspots and the prediction holding its map)."""
     score = result.score if result.score is not None else detector.bundle.require_rule("a video verdict").scores(
         np.array([[result.scores[label] for label in detector.labels]]))[0]
-    return FrameResult(source, time_s, result.label, result.scores, float(score))
+    if not evidence:
+        return FrameResult(source, time_s, result.label, result.scores, float(score))
+    return FrameResult(source, time_s, result.label, result.scores, float(score),
+                       tuple(result.hotspots(DEFAULT_HOTSPOTS)), result)
 
 
 def summarize(
@@ -167,7 +190,7 @@ def _decode_worker(
 
     decoder = detector.image_decoder
     samples: Generator[tuple[float, np.ndarray], None, ReadEnd | None] = (
-        decoded_samples(decoder, source, options.sampling) if options.isolation is None
+        decoded_samples(decoder, source, options.sampling, keep_frames=options.evidence) if options.isolation is None
         else isolated_samples(decoder, source, options.sampling, options.isolation, stop))
     try:
         with contextlib.closing(samples):
@@ -198,6 +221,12 @@ def scan(
     """
     options = options or ScanOptions()
     detector.bundle.require_rule("a video verdict")
+    if options.evidence:
+        detector.require_evidence()
+        if options.isolation is not None:
+            raise ValueError(f"{source}: evidence maps need the decoded frames; scan without isolation")
+    threshold = detector.threshold if detector.threshold is not None else DEFAULT_SEGMENT_THRESHOLD
+    peaks = PeakTracker(threshold) if options.evidence else None
     aggregate(options.aggregate, [])  # an unknown method fails now, not after the whole video
     stop = stop or threading.Event()
     items: queue.Queue[object] = queue.Queue(maxsize=options.queue_size)
@@ -223,15 +252,21 @@ def scan(
             assert isinstance(item, tuple)
             if item[0] is _END:
                 end: ReadEnd = item[1]
-                yield replace(summarize(detector, source, frames, duration=end.position, method=options.aggregate,
-                                        min_segment=options.min_segment), capped=end.capped) if frames else VideoError(
-                    source, VideoDecodeError(source, "no frames were sampled (is --start past the end?)"))
+                if not frames:
+                    yield VideoError(source, VideoDecodeError(source,
+                                                              "no frames were sampled (is --start past the end?)"))
+                    return
+                summary = replace(summarize(detector, source, frames, duration=end.position, method=options.aggregate,
+                                            min_segment=options.min_segment), capped=end.capped)
+                yield summary if peaks is None else replace(summary, peak_frames=peaks.for_segments(summary.segments))
                 return
             try:
-                result = classify_frame(detector, source, *item)
+                result = classify_frame(detector, source, *item[:3])
             except DeepfakeEdgeError as exc:  # non-finite scores: the model, not this frame, is broken
                 yield VideoError(source, exc)
                 return
+            if peaks is not None and result.prediction is not None:
+                peaks.add(result.time, item[3], result.prediction)
             frames.append(result)
             yield result
     finally:

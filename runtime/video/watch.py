@@ -14,11 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..detector import Detector
 from ..errors import DeepfakeEdgeError, VideoDecodeError
+from ..evidence import DEFAULT_HOTSPOTS
 from .alerts import DEFAULT_RULE, Alert, AlertRule, AlertTracker
+from .evidence import AlertPeaks
 from .frames import Sampling, frame_name
 from .live import LiveFrame, LiveReader, Reconnect, StatusChange
 from .scan import (
@@ -49,6 +51,7 @@ class LiveOptions:
     min_segment: float = 0.0
     duration: float | None = None
     max_frames: int | None = None
+    evidence: bool = False  # frames and alerts get hotspots; alerts keep their peak frame (``peak_frames``)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class _Source:
     alerts: AlertTracker
     frames: list[FrameResult] = field(default_factory=list)
     online: bool = False
+    peaks: AlertPeaks | None = None  # with evidence
 
 
 def watch(
@@ -95,13 +99,16 @@ def watch(
     """
     options = options or LiveOptions()
     detector.bundle.require_rule("a live watch")
+    if options.evidence:
+        detector.require_evidence()
     threshold = detector.threshold if detector.threshold is not None else DEFAULT_SEGMENT_THRESHOLD
     rule = AlertRule(*options.alert, threshold=threshold)
     stop = stop or threading.Event()
     wake = threading.Event()
     active = [
         _Source(LiveReader(source, options.sampling, options.reconnect, max_pixels=detector.max_pixels,
-                           notify=wake.set), AlertTracker(source, rule))
+                           notify=wake.set), AlertTracker(source, rule),
+                peaks=AlertPeaks(rule.n, threshold) if options.evidence else None)
         for source in dict.fromkeys(sources)
     ]
     deadline = None if options.duration is None else time.monotonic() + options.duration
@@ -144,31 +151,49 @@ def _step(
     if frame is None:
         return outcome
     try:
-        result = classify_live(detector, frame)
+        result = classify_live(detector, frame, evidence=item.peaks is not None)
     except DeepfakeEdgeError as exc:  # frames over the pixel limit, non-finite scores: every frame would fail
         return exc
     item.frames.append(result)
     yield result
-    yield from item.alerts.update(result.time, result.score)
+    if item.peaks is not None and result.prediction is not None:
+        item.peaks.add(result.time, frame.image(), result.prediction)
+    for alert in item.alerts.update(result.time, result.score):
+        yield _with_peak(alert, item.peaks)
     if options.max_frames is not None and len(item.frames) >= options.max_frames:
         return True
     return outcome
 
 
-def classify_live(detector: Detector, frame: LiveFrame) -> FrameResult:
+def classify_live(detector: Detector, frame: LiveFrame, *, evidence: bool = False) -> FrameResult:
     """A live frame through the image path (RGB, ``Detector.decode``) and the model.
 
     Raises ``ImageTooLargeError`` over the pixel limit, ``ModelOutputError`` for non-finite scores.
     """
-    tensor = detector.decode(frame.image(), name=frame_name(frame.source, frame.time))
-    return classify_frame(detector, frame.source, frame.time, tensor)
+    name = frame_name(frame.source, frame.time)
+    if not evidence:
+        return classify_frame(detector, frame.source, frame.time, detector.decode(frame.image(), name=name))
+    tensor, placement = detector.decode_placed(frame.image(), name=name)
+    return classify_frame(detector, frame.source, frame.time, tensor, placement)
+
+
+def _with_peak(alert: Alert, peaks: AlertPeaks | None) -> Alert:
+    """With evidence, the alert carrying its peak frame's hotspots (and the frame, for an overlay)."""
+    if peaks is None:
+        return alert
+    peak = peaks.find(alert.peak_time)
+    if alert.event == "end":
+        peaks.alert_ended()
+    if peak is None:
+        return alert
+    return replace(alert, hotspots=tuple(peak.prediction.hotspots(DEFAULT_HOTSPOTS)), peak_frame=peak)
 
 
 def _finish(
     detector: Detector, item: _Source, options: LiveOptions, outcome: DeepfakeEdgeError | float | bool | None
 ) -> Iterator[LiveItem]:
     reader = item.reader
-    yield from item.alerts.close()
+    yield from (_with_peak(alert, item.peaks) for alert in item.alerts.close())
     if item.online:  # a reader that failed or ended said so already
         reason = "the source ended" if isinstance(outcome, float) else "the watch stopped"
         yield StatusChange(reader.source, "offline", reader.elapsed(), reason=reason)

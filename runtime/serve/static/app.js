@@ -7,6 +7,8 @@ const KEY_ITEM = "deepfake-edge-api-key"; // sessionStorage: this tab only, gone
 let labels = null; // the bundle's label order, from /v1/info
 let scoreRule = null; // the manipulation score's formula, from /v1/info ("P(fake)", "1 - P(Real)")
 let previewUrl = null;
+let evidenceAvailable = false; // the bundle has patch_logits: answers carry an evidence map
+let positiveLabel = null; // the label evidence maps lean toward
 
 function authHeaders() {
   const key = sessionStorage.getItem(KEY_ITEM);
@@ -36,6 +38,8 @@ async function loadInfo() {
     byId("key-form").hidden = true;
     labels = info.labels;
     scoreRule = info.score ?? null;
+    evidenceAvailable = info.evidence === true;
+    positiveLabel = info.positive_label;
     const rule = info.threshold === null ? "argmax" : `manipulated if ${scoreRule ?? "P"} ≥ ${info.threshold}`;
     byId("model-info").textContent =
       `model ${info.model ?? "(unnamed)"} · variant ${info.variant} · labels ${info.labels.join(", ")} · decision ${rule}`;
@@ -88,7 +92,51 @@ function render(answer, roundTripMs) {
   byId("latency").textContent =
     `server ${answer.latency_ms.toFixed(1)} ms · round trip ${roundTripMs.toFixed(0)} ms · ${answer.variant}`;
   byId("latency").dataset.serverMs = String(answer.latency_ms);
+  drawEvidence(answer.evidence);
   byId("result").dataset.state = "done";
+}
+
+// The same diverging scale as the Python overlay: blue (away from the positive label), clear at 0, red (toward it).
+const NEG = [33, 102, 172], MID = [247, 247, 247], POS = [178, 24, 43];
+
+function colour(value, scale) {
+  const t = Math.max(-1, Math.min(1, value / scale));
+  const end = t >= 0 ? POS : NEG;
+  const a = Math.abs(t);
+  return [...MID.map((m, i) => Math.round(m + (end[i] - m) * a)), Math.round(255 * 0.7 * a)];
+}
+
+// One pixel per grid cell, stretched over the picture with smoothing: bilinear upsampling by the browser.
+function drawEvidence(evidence) {
+  const canvas = byId("evidence");
+  const control = byId("evidence-control");
+  canvas.hidden = control.hidden = !evidence;
+  if (!evidence) return;
+  const grid = evidence.grid;
+  const rows = grid.length, cols = grid[0].length;
+  const scale = Math.max(...grid.flat().map(Math.abs)) || 1;
+  const cells = document.createElement("canvas");
+  cells.width = cols;
+  cells.height = rows;
+  const pixels = cells.getContext("2d").createImageData(cols, rows);
+  grid.flat().forEach((value, i) => pixels.data.set(colour(value, scale), 4 * i));
+  cells.getContext("2d").putImageData(pixels, 0, 0);
+  const preview = byId("preview");
+  const paint = () => {
+    canvas.width = preview.naturalWidth;
+    canvas.height = preview.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.imageSmoothingEnabled = true;
+    context.imageSmoothingQuality = "high";
+    context.drawImage(cells, 0, 0, canvas.width, canvas.height);
+    canvas.dataset.drawn = "true";
+  };
+  canvas.dataset.drawn = "false";
+  if (preview.complete && preview.naturalWidth) paint(); else preview.addEventListener("load", paint, { once: true });
+  canvas.hidden = !byId("evidence-toggle").checked;
+  const positive = positiveLabel ?? "the positive label";
+  byId("evidence-scale").textContent =
+    `red: toward ${positive}, blue: away; full colour at ±${scale.toFixed(2)} (log-odds per cell)`;
 }
 
 async function classify(file) {
@@ -96,6 +144,7 @@ async function classify(file) {
   result.dataset.state = "busy";
   byId("error").hidden = true;
   byId("bars").replaceChildren();
+  byId("evidence").hidden = byId("evidence-control").hidden = true;
   byId("decision").textContent = "classifying…";
   byId("score").textContent = "";
   delete byId("score").dataset.score;
@@ -108,7 +157,8 @@ async function classify(file) {
   const type = file.type && file.type.startsWith("image/") ? file.type : "application/octet-stream";
   const started = performance.now();
   try {
-    const response = await fetch("/v1/classify", {
+    const url = evidenceAvailable ? "/v1/classify?evidence=1" : "/v1/classify";
+    const response = await fetch(url, {
       method: "POST", headers: { "Content-Type": type, ...authHeaders() }, body: file,
     });
     const answer = await response.json();
@@ -128,6 +178,8 @@ async function classify(file) {
 function setUp() {
   const input = byId("file");
   const drop = byId("drop");
+  const toggle = byId("evidence-toggle");
+  toggle.addEventListener("change", () => { byId("evidence").hidden = !toggle.checked; });
   input.addEventListener("change", () => { if (input.files.length) classify(input.files[0]); });
   for (const kind of ["dragenter", "dragover"]) {
     drop.addEventListener(kind, (event) => { event.preventDefault(); drop.classList.add("over"); });
