@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
 from .bundle import CONFIG_NAME, PREPROCESSOR_NAME, Bundle
 from .decision import ScoreRule, decisions
 from .errors import BundleMismatchError, ImageError, ModelOutputError, UnsupportedBundleError
-from .evidence import EVIDENCE_OUTPUT, grid_shape, manipulation_margins, orientation_of, require_evidence_output
-from .images import DEFAULT_MAX_PIXELS, ImageInput, Size, describe_source, is_single_input, load_rgb_scaled
+from .evidence import EVIDENCE_OUTPUT, grid_shape, manipulation_margins, require_evidence_output
+from .image_decoder import ImageDecoder, Placement
+from .images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, is_single_input
 from .labels import softmax
 from .manifest import Variant
-from .preprocess import PreprocessConfig, draft_size, resize, to_model_input
+from .preprocess import draft_size
 from .results import BatchError, Failure, Prediction
 from .session import (
     INPUT_NAME,
     ORT_ERRORS,
     OUTPUT_NAME,
     create_session,
-    release_freed_memory,
     run_logits,
     run_outputs,
 )
@@ -49,54 +46,6 @@ def _inputs(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
 
 def _as_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
     return list(_inputs(images))
-
-
-Placement = tuple[tuple[int, int], int]  # the stored image's (width, height) and its EXIF orientation
-
-
-def _stored_size(source: ImageInput, rgb: Image.Image, box: tuple[float, float, float, float] | None
-                 ) -> tuple[int, int]:
-    """The original's (width, height): the decoded size, unless a JPEG was decoded at a reduced
-    scale (``fast_decode``), whose header then gives the full size (paths and bytes; else the box's)."""
-    if box is None:
-        return rgb.size
-    try:
-        if isinstance(source, (str, Path)):
-            with Image.open(source) as header:
-                return header.size
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            with Image.open(io.BytesIO(bytes(source))) as header:
-                return header.size
-    except OSError:
-        pass
-    return round(box[2] - box[0]), round(box[3] - box[1])
-
-
-@dataclass(frozen=True)
-class ImageDecoder:
-    """One input -> the model's float32 CHW tensor: :meth:`Detector.decode`'s step as picklable data,
-    so a child process can run it on untrusted input without the model."""
-
-    preprocess: PreprocessConfig
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
-    draft: Size | None = None
-
-    def __call__(self, image: ImageInput, *, name: str) -> np.ndarray:
-        return self.placed(image, name=name)[0]
-
-    def placed(self, image: ImageInput, *, name: str) -> tuple[np.ndarray, Placement]:
-        """The tensor, and where it lies on the original: its stored (width, height) and EXIF
-        orientation, which evidence maps need to land on the image a viewer shows."""
-        rgb, box = load_rgb_scaled(image, name=name, max_pixels=self.max_pixels, draft=self.draft)
-        placement = (_stored_size(image, rgb, box), orientation_of(rgb))
-        try:
-            resized = resize(rgb, self.preprocess, box)
-        finally:
-            if rgb is not image:  # ours, not the caller's: free the full-size pixels before the float math
-                rgb.close()
-        tensor = to_model_input(resized, self.preprocess)
-        release_freed_memory()
-        return tensor, placement
 
 
 class Detector:

@@ -39,7 +39,7 @@ from .uploads import spool_single
 
 if TYPE_CHECKING:
     from ..video import ScanItem, ScanOptions
-    from .app import _Service
+    from .service import Service
 
 __all__ = ["VIDEO_RESPONSES", "classify_video"]
 
@@ -58,7 +58,7 @@ VIDEO_RESPONSES = {**ERROR_RESPONSES, 500: {"model": ErrorBody, "description": (
     "(decoder_out_of_memory); the service goes on.")}}
 
 
-def _options(request: Request, service: _Service) -> ScanOptions:
+def _options(request: Request, service: Service) -> ScanOptions:
     from ..video import AGGREGATES, Sampling, ScanOptions
     from ..video.decoding import Isolation
 
@@ -78,7 +78,7 @@ def _options(request: Request, service: _Service) -> ScanOptions:
     return ScanOptions(Sampling(fps=fps, duration=config.max_video_seconds), aggregate=method, isolation=isolation)
 
 
-def _scan_file(service: _Service, path: Path, options: ScanOptions, cancel: threading.Event) -> list[ScanItem]:
+def _scan_file(service: Service, path: Path, options: ScanOptions, cancel: threading.Event) -> list[ScanItem]:
     from ..video import scan
     from ..video.decoding import prepare
 
@@ -104,7 +104,7 @@ def _failure(error: DeepfakeEdgeError, named: str, source: str) -> ServiceError:
     return ServiceError(status, code, str(error).replace(named, source), kind=type(error).__name__)
 
 
-async def classify_video(service: _Service, request: Request) -> dict[str, Any]:
+async def classify_video(service: Service, request: Request) -> dict[str, Any]:
     """Summary and frames of one uploaded clip; a clip that cannot be read is a 400 (see ``_FAILURES``)."""
     from ..video import FrameResult, VideoError, VideoSummary
 

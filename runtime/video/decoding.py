@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 
-from ..detector import ImageDecoder
 from ..errors import (
     DeepfakeEdgeError,
     ImageDecodeError,
@@ -54,6 +53,7 @@ from ..errors import (
     VideoSourceError,
     VideoTimeoutError,
 )
+from ..image_decoder import ImageDecoder
 from .frames import Sampling, VideoReader, frame_name
 
 __all__ = ["CHILD_NAME", "FAULT_ENV", "Isolation", "ReadEnd", "decoded_samples", "isolated_samples", "prepare"]

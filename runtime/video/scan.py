@@ -22,9 +22,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..detector import Detector, Placement
+from ..detector import Detector
 from ..errors import DeepfakeEdgeError, VideoDecodeError
 from ..evidence import DEFAULT_HOTSPOTS, Hotspot
+from ..image_decoder import Placement
 from ..results import Failure, Prediction
 from .aggregate import Segment, aggregate, segments
 from .decoding import Isolation, ReadEnd, decoded_samples, isolated_samples
