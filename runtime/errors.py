@@ -19,6 +19,8 @@ working for callers who do not know this package)::
     │   ├── VideoDecodeError                   not a video, no video stream, no frames, corrupt/truncated
     │   └── VideoTimeoutError (TimeoutError)   no data within the open or read timeout
     ├── ModelOutputError (ArithmeticError)     the model gave NaN/inf scores for an input
+    ├── CredentialError (ValueError)           an unset ${DEEPFAKE_EDGE_*} placeholder, a secrets file
+    │                                          that group or others can read, an unreadable one
     ├── BatchError (in ``results``)            ``predict(on_error="raise")`` had failures;
     │                                          carries every result, nothing is lost
     └── ExtraNotInstalledError (ImportError)   an optional extra is missing
@@ -33,6 +35,7 @@ __all__ = [
     "BundleFileMissingError",
     "BundleMismatchError",
     "ChecksumMismatchError",
+    "CredentialError",
     "DeepfakeEdgeError",
     "ExtraNotInstalledError",
     "ImageDecodeError",
@@ -132,6 +135,17 @@ class ModelOutputError(DeepfakeEdgeError, ArithmeticError):
     def __init__(self, source: str, message: str) -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
+
+
+class CredentialError(DeepfakeEdgeError, ValueError):
+    """A credential cannot be used: an unset ``${DEEPFAKE_EDGE_*}`` placeholder, a secrets file
+    readable by group or others, or an unreadable one. ``source`` is the masked source or the file;
+    the message names the variable or file, never a secret."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+        self.reason = message
 
 
 class ExtraNotInstalledError(DeepfakeEdgeError, ImportError):

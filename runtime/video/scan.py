@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..credentials import Source
 from ..detector import Detector
 from ..errors import DeepfakeEdgeError, VideoDecodeError
 from ..labels import decisions
@@ -131,7 +132,7 @@ _END = object()
 
 
 def _decode_worker(
-    detector: Detector, source: str, options: ScanOptions, out: queue.Queue[object], stop: threading.Event
+    detector: Detector, location: Source, options: ScanOptions, out: queue.Queue[object], stop: threading.Event
 ) -> None:
     """Open, sample and preprocess ``source``; put (time, tensor), then an error or the end with the duration."""
 
@@ -146,7 +147,8 @@ def _decode_worker(
 
     position = 0.0
     try:
-        with VideoReader(source, options.sampling, max_pixels=detector.max_pixels) as reader:
+        source = location.name
+        with VideoReader(location, options.sampling, max_pixels=detector.max_pixels) as reader:
             for time_s, image in reader.samples():
                 if not put((time_s, detector.decode(image, name=frame_name(source, time_s)))):
                     return
@@ -158,9 +160,12 @@ def _decode_worker(
     put((_END, position))
 
 
-def scan(detector: Detector, source: str, options: ScanOptions | None = None) -> Generator[ScanItem, None, None]:
+def scan(
+    detector: Detector, source: str | Source, options: ScanOptions | None = None
+) -> Generator[ScanItem, None, None]:
     """Classify the sampled frames of ``source``: a ``FrameResult`` per frame, then a ``VideoSummary``,
-    or a ``VideoError`` (after the frames classified before the source broke).
+    or a ``VideoError`` (after the frames classified before the source broke). Items name the source
+    by its masked name (``rtsp://admin:***@cam/live``).
 
     Raises ``UnsupportedBundleError`` if the bundle has no positive label, before reading anything.
     Closing the generator early stops the decode thread.
@@ -168,9 +173,11 @@ def scan(detector: Detector, source: str, options: ScanOptions | None = None) ->
     options = options or ScanOptions()
     detector.bundle.require_positive_label("a video verdict")
     aggregate(options.aggregate, [])  # an unknown method fails now, not after the whole video
+    location = Source.of(source)
+    source = location.name
     stop = threading.Event()
     items: queue.Queue[object] = queue.Queue(maxsize=options.queue_size)
-    worker = threading.Thread(target=_decode_worker, args=(detector, source, options, items, stop),
+    worker = threading.Thread(target=_decode_worker, args=(detector, location, options, items, stop),
                               name=f"deepfake-edge-decode {source}", daemon=True)
     worker.start()
     frames: list[FrameResult] = []

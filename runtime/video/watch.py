@@ -16,6 +16,7 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ..credentials import Source
 from ..detector import Detector
 from ..errors import DeepfakeEdgeError, VideoDecodeError
 from .alerts import DEFAULT_RULE, Alert, AlertRule, AlertTracker
@@ -85,10 +86,13 @@ class _Source:
 
 
 def watch(
-    detector: Detector, sources: Sequence[str], options: LiveOptions | None = None, *,
+    detector: Detector, sources: Sequence[str | Source], options: LiveOptions | None = None, *,
     stop: threading.Event | None = None,
 ) -> Iterator[LiveItem]:
     """Classify the newest frame of each live source until it ends; see the module docstring.
+
+    Every item names its source by the masked name (``rtsp://admin:***@cam/live``); the URL
+    itself, placeholders filled, reaches only FFmpeg.
 
     Set ``stop`` (from a signal handler, another thread) to end every source now: each
     still gets its summary. Closing the generator early stops the reader threads.
@@ -101,8 +105,8 @@ def watch(
     wake = threading.Event()
     active = [
         _Source(LiveReader(source, options.sampling, options.reconnect, max_pixels=detector.max_pixels,
-                           notify=wake.set), AlertTracker(source, rule))
-        for source in dict.fromkeys(sources)
+                           notify=wake.set), AlertTracker(source.name, rule))
+        for source in dict.fromkeys(map(Source.of, sources))
     ]
     deadline = None if options.duration is None else time.monotonic() + options.duration
     for item in active:
