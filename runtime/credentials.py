@@ -6,7 +6,7 @@ password and secret-looking query values replaced by ``***``) is what results, e
 errors carry, and :meth:`Source.secret_url` is the only way to the URL, called only by
 the code that opens the source.
 
-``${DEEPFAKE_EDGE_...}`` placeholders in a source are filled from the environment when it
+``${DEEPFAKE_EDGE_...}`` placeholders in a source URL are filled from the environment when it
 is opened (never before), so a password need not be on the command line, where ``ps``
 shows it to every local user. Only names with that prefix are filled, as Frigate fills
 only ``FRIGATE_*``, so a URL cannot read out any other variable.
@@ -19,13 +19,13 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from .errors import CredentialError
 
 __all__ = [
-    "MASK", "PLACEHOLDER_PREFIX", "SECRET_PARAMETERS", "Source", "mask_url", "placeholders", "read_private_lines",
-    "read_private_text",
+    "MASK", "PLACEHOLDER_PREFIX", "SECRET_PARAMETERS", "Source", "has_scheme", "mask_url", "placeholders",
+    "read_private_lines", "read_private_text",
 ]
 
 MASK = "***"
@@ -39,6 +39,11 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # name=value after ?, &, ; or # (a fragment can carry an OAuth token too)
 _PARAMETER = re.compile(r"(?<=[?&;#])([^=&;#?/]*)=([^&;#]*)")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+
+def has_scheme(text: str) -> bool:
+    """``scheme://...``: the only sources that can hold credentials or placeholders."""
+    return _SCHEME.match(text) is not None
 
 
 def _secret_parameter(name: str) -> bool:
@@ -120,7 +125,8 @@ class Source:
         """A source as given by a user (a path, device or URL, possibly with placeholders)."""
         if isinstance(given, Source):
             return given
-        placeholders(given)
+        if has_scheme(given):
+            placeholders(given)
         return cls(mask_url(given), given)
 
     def __str__(self) -> str:
@@ -129,21 +135,33 @@ class Source:
     @property
     def has_secrets(self) -> bool:
         """True when what is opened differs from what is shown (a password, token or placeholder)."""
-        return self.name != self._given or bool(_PLACEHOLDER.search(self._given))
+        return self.name != self._given or (has_scheme(self._given) and bool(_PLACEHOLDER.search(self._given)))
 
     def secret_url(self) -> str:
         """The location to open, placeholders filled from the environment. Never print it.
 
-        Raises ``CredentialError`` (naming the variable, never a value) for an unset placeholder.
+        A placeholder in the user info (``user:${...}@``) is filled percent-encoded, so a password
+        may hold ``@``, ``:``, ``/`` or ``#`` (FFmpeg and pyarrow decode it); elsewhere the value is
+        used as it is. Raises ``CredentialError`` (naming the variable, never a value) for an unset
+        placeholder. A local path or device is returned as it is.
         """
-        def fill(match: re.Match[str]) -> str:
+        if not has_scheme(self._given):
+            return self._given
+
+        def fill(match: re.Match[str], *, encode: bool) -> str:
             value = os.environ.get(match.group(1))
             if value is None:
                 raise CredentialError(self.name, f"the environment variable {match.group(1)} is not set "
                                                  f"(it fills the ${{{match.group(1)}}} placeholder)")
-            return value
+            return quote(value, safe="") if encode else value
 
-        return _PLACEHOLDER.sub(fill, self._given)
+        scheme = _SCHEME.match(self._given)
+        assert scheme is not None
+        userinfo, after = _split_userinfo(self._given[scheme.end():])
+        filled_after = _PLACEHOLDER.sub(lambda m: fill(m, encode=False), after)
+        if userinfo is None:
+            return scheme.group(0) + filled_after
+        return f"{scheme.group(0)}{_PLACEHOLDER.sub(lambda m: fill(m, encode=True), userinfo)}@{filled_after}"
 
     def scrub(self, text: str) -> str:
         """``text`` (an FFmpeg or pyarrow message, which may repeat the URL) with every secret of

@@ -87,22 +87,24 @@ class RtspServer:
 
     :meth:`kill` and :meth:`start` again on the same port simulate a camera that reboots.
     With ``auth=(user, password)`` it requires Basic auth, as cameras do (the password reaches
-    the server through its environment, not argv).
+    the server through its environment, not argv); ``mounts`` serves the clip at more paths.
     """
 
-    def __init__(self, video: Path, port: int | None = None, *, auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, video: Path, port: int | None = None, *, auth: tuple[str, str] | None = None,
+                 mounts: tuple[str, ...] = ("cam",)) -> None:
         if not (Path(DEBIAN_PYTHON).exists() and _gst_rtsp_available()):
             missing("GStreamer's RTSP server (Python GObject bindings)", RTSP_PACKAGES)
         self.video = video
         self.port = port or free_port()
-        self.url = f"rtsp://127.0.0.1:{self.port}/cam"
+        self.url = f"rtsp://127.0.0.1:{self.port}/{mounts[0]}"
+        self.mounts = mounts
         self.auth = auth
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 30.0) -> RtspServer:
         self.proc = subprocess.Popen(
-            [DEBIAN_PYTHON, str(HERE / "servers" / "rtsp_server.py"), str(self.port), str(self.video), "cam",
-             str(SERVER_LIFETIME_S)],
+            [DEBIAN_PYTHON, str(HERE / "servers" / "rtsp_server.py"), str(self.port), str(self.video),
+             ",".join(self.mounts), str(SERVER_LIFETIME_S)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, **({"RTSP_USER": self.auth[0], "RTSP_PASSWORD": self.auth[1]} if self.auth else {})},
         )

@@ -105,13 +105,18 @@ def given_sources(args: argparse.Namespace) -> list[Source]:
     """SOURCE arguments and --sources-file lines, expanded; every placeholder checked now, so an unset
     variable is one clear error before the model loads. Raises ``CredentialError``."""
     from ..credentials import read_private_lines
+    from ..errors import CredentialError
 
     given = list(args.sources)
     for path in args.sources_file:
         given += read_private_lines(path, "sources file")
     sources = list(expand_sources(given))
+    shown: dict[str, Source] = {}
     for source in sources:
         source.secret_url()  # the value is not kept: it is filled again when the source is opened
+        if shown.setdefault(source.name, source) != source:  # same URL, other credentials
+            raise CredentialError(source.name, "given twice with different credentials; its lines and MQTT "
+                                               "topics could not be told apart")
     return sources
 
 

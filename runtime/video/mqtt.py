@@ -119,10 +119,22 @@ def mqtt_password(password_file: str | os.PathLike[str] | None = None) -> str | 
     return os.environ.get(PASSWORD_VARIABLE) or None
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails: paho (2.2) leaves that socket open, one per attempt."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def tls_context(*, ca_file: str | os.PathLike[str] | None = None, insecure: bool = False) -> ssl.SSLContext:
     """The client's TLS context: the broker's certificate and name verified against ``ca_file``
     (else the system's CAs); ``insecure`` verifies nothing (the caller warns)."""
     context = ssl.create_default_context(cafile=None if ca_file is None else os.fspath(ca_file))
+    context.sslsocket_class = _ClosingSSLSocket
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -178,7 +190,7 @@ class MqttPublisher:
         self._log = log
         self._failures = 0
         self._gave_up = False
-        self._session = False  # a connection was accepted and has not ended yet
+        self._refused = False  # the broker refused the last CONNECT: its disconnect is not a second failure
         self._lock = threading.Lock()
         self._pending: deque[Any] = deque(maxlen=outbox)  # QoS 1 MQTTMessageInfo, for close()
         self.connected = threading.Event()
@@ -214,10 +226,10 @@ class MqttPublisher:
             hint = ""
             if str(reason).lower() in ("not authorized", "bad user name or password"):
                 hint = f": check the user name and the password ({PASSWORD_VARIABLE} or --mqtt-password-file)"
+            self._refused = True
             self._failed(f"refused ({reason}{hint})")
             return
         self._failures = 0
-        self._session = True
         self.connected.set()
         self._log(f"mqtt: connected to {self.target.where}")
         client.publish(self.topic("available"), "online", qos=1, retain=True)
@@ -233,8 +245,8 @@ class MqttPublisher:
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.connected.clear()
-        session, self._session = self._session, False
-        if self._gave_up or not reason.is_failure or not session:
+        refused, self._refused = self._refused, False
+        if self._gave_up or not reason.is_failure or refused:
             return  # our own disconnect(), or the end of a refused connect (counted in _on_connect)
         self._failed(f"connection lost ({reason})")
 

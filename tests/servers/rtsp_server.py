@@ -1,7 +1,7 @@
 """A real RTSP server on loopback for the live-stream tests: GStreamer's gst-rtsp-server.
 
 Run with Debian's /usr/bin/python3 (the GObject bindings belong to it):
-    rtsp_server.py PORT VIDEO.mp4 MOUNT LIFETIME_S
+    rtsp_server.py PORT VIDEO.mp4 MOUNT[,MOUNT...] LIFETIME_S
 Serves the H.264 MP4 at rtsp://127.0.0.1:PORT/MOUNT, in real time, from its first
 frame for every client. Prints "ready" once listening; exits after LIFETIME_S so a
 test that dies cannot leave it behind. With RTSP_USER and RTSP_PASSWORD in the
@@ -37,7 +37,8 @@ if user and password:
     for permission in (GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT):
         permissions.add_permission_for_role("viewer", permission, True)
     factory.set_permissions(permissions)
-server.get_mount_points().add_factory("/" + mount.strip("/"), factory)
+for path in mount.split(","):  # several mounts: one camera seen as several sources
+    server.get_mount_points().add_factory("/" + path.strip("/"), factory)
 if server.attach(None) == 0:
     sys.exit(f"rtsp_server: cannot listen on 127.0.0.1:{port}")
 loop = GLib.MainLoop()
