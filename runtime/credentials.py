@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -137,13 +138,13 @@ class Source:
         """True when what is opened differs from what is shown (a password, token or placeholder)."""
         return self.name != self._given or (has_scheme(self._given) and bool(_PLACEHOLDER.search(self._given)))
 
-    def secret_url(self) -> str:
+    def secret_url(self, error: Callable[[str, str], Exception] = CredentialError) -> str:
         """The location to open, placeholders filled from the environment. Never print it.
 
         A placeholder in the user info (``user:${...}@``) is filled percent-encoded, so a password
         may hold ``@``, ``:``, ``/`` or ``#`` (FFmpeg and pyarrow decode it); elsewhere the value is
-        used as it is. Raises ``CredentialError`` (naming the variable, never a value) for an unset
-        placeholder. A local path or device is returned as it is.
+        used as it is. An unset placeholder raises ``error(name, message)`` (default: ``CredentialError``),
+        naming the variable, never a value. A local path or device is returned as it is.
         """
         if not has_scheme(self._given):
             return self._given
@@ -151,8 +152,8 @@ class Source:
         def fill(match: re.Match[str], *, encode: bool) -> str:
             value = os.environ.get(match.group(1))
             if value is None:
-                raise CredentialError(self.name, f"the environment variable {match.group(1)} is not set "
-                                                 f"(it fills the ${{{match.group(1)}}} placeholder)")
+                raise error(self.name, f"the environment variable {match.group(1)} is not set "
+                                       f"(it fills the ${{{match.group(1)}}} placeholder)")
             return quote(value, safe="") if encode else value
 
         scheme = _SCHEME.match(self._given)
@@ -162,6 +163,11 @@ class Source:
         if userinfo is None:
             return scheme.group(0) + filled_after
         return f"{scheme.group(0)}{_PLACEHOLDER.sub(lambda m: fill(m, encode=True), userinfo)}@{filled_after}"
+
+    def cause(self, exc: BaseException) -> BaseException | None:
+        """What to chain an error to (``raise ours from source.cause(exc)``): nothing when this source
+        has secrets, since a library's exception (FFmpeg's, pyarrow's) may hold the URL."""
+        return None if self.has_secrets else exc
 
     def scrub(self, text: str) -> str:
         """``text`` (an FFmpeg or pyarrow message, which may repeat the URL) with every secret of

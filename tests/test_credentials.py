@@ -143,3 +143,11 @@ def test_mqtt_urls_take_a_user_and_tls_and_refuse_a_password() -> None:
         assert "Hunter2" not in str(info.value) and "DEEPFAKE_EDGE_MQTT_PASSWORD" in str(info.value)
     with pytest.raises(argparse.ArgumentTypeError, match="expected mqtt"):
         mqtt_target("http://h/x")
+
+
+def test_errors_chain_to_library_exceptions_only_without_secrets() -> None:
+    original = OSError("cannot open rtsp://admin:hunter2@cam/live")
+    assert Source.of("rtsp://admin:hunter2@cam/live").cause(original) is None
+    assert Source.of("clip.mp4").cause(original) is original
+    with pytest.raises(KeyError):
+        Source.of("rtsp://u:${DEEPFAKE_EDGE_NEVER_SET_X}@cam/x").secret_url(lambda name, message: KeyError(message))

@@ -279,3 +279,40 @@ def test_bad_credentials_setups_fail_before_any_work(binary_bundle: Path, tmp_pa
     captured = capsys.readouterr()
     assert "DEEPFAKE_EDGE_MQTT_PASSWORD" in captured.err
     assert_no_secret("stderr", captured.out + captured.err)
+
+
+def test_the_python_api_reports_an_unset_placeholder_as_the_source_s_error(
+        binary_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepfake_edge import Detector
+    from deepfake_edge.errors import VideoOpenError
+    from deepfake_edge.video import LiveOptions, Sampling, VideoError, scan, watch
+    from deepfake_edge.video.live import Reconnect
+
+    monkeypatch.delenv("DEEPFAKE_EDGE_UNSET_PW", raising=False)
+    detector = Detector.load(binary_bundle)
+    url = "rtsp://admin:${DEEPFAKE_EDGE_UNSET_PW}@127.0.0.1:9/cam"
+    options = LiveOptions(sampling=Sampling(open_timeout_s=2, read_timeout_s=2), reconnect=Reconnect(attempts=0),
+                          duration=30)
+    for items in (list(scan(detector, url)), [i for i in watch(detector, [url], options) if isinstance(i, VideoError)]):
+        error = items[-1]
+        assert isinstance(error, VideoError) and isinstance(error.error, VideoOpenError)
+        assert error.to_dict()["message"] == ("rtsp://admin:***@127.0.0.1:9/cam: the environment variable "
+                                              "DEEPFAKE_EDGE_UNSET_PW is not set (it fills the "
+                                              "${DEEPFAKE_EDGE_UNSET_PW} placeholder)")
+
+
+def test_a_wrong_camera_password_raises_an_error_whose_traceback_holds_no_url(camera: RtspServer) -> None:
+    """FFmpeg's exception repeats the URL with the password: ours is not chained to it."""
+    import traceback
+
+    from deepfake_edge.errors import VideoOpenError
+    from deepfake_edge.video import Sampling, VideoReader
+
+    with pytest.raises(VideoOpenError) as info:
+        VideoReader(cam_url(camera, WRONG_CAM_PW), Sampling(open_timeout_s=5, read_timeout_s=5))
+    assert str(info.value) == (f"rtsp://{CAM_USER}:***@127.0.0.1:{camera.port}/cam: cannot open "
+                               "(Server returned 401 Unauthorized (authorization failed))")
+    assert_no_secret("the traceback", "".join(traceback.format_exception(info.value)))
+    with VideoReader(cam_url(camera, quote(CAM_PW, safe="")), Sampling(open_timeout_s=5, read_timeout_s=5)) as reader:
+        assert reader.source == f"rtsp://{CAM_USER}:***@127.0.0.1:{camera.port}/cam"
+        assert next(reader.frames())[1].width == 96  # the right password opens the camera

@@ -65,12 +65,11 @@ def _read_uri(location: Source) -> bytes:
     """The bytes at a pyarrow URI (placeholders filled now, on the worker); errors name it masked."""
     from pyarrow import fs
 
+    url = location.secret_url(ImageReadError)
     try:
-        filesystem, path = fs.FileSystem.from_uri(location.secret_url())
+        filesystem, path = fs.FileSystem.from_uri(url)
         with filesystem.open_input_stream(path) as stream:
             return stream.read()
-    except CredentialError as exc:
-        raise ImageReadError(location.name, exc.reason) from None
     except (OSError, ValueError) as exc:  # pyarrow's message may repeat the URI: scrubbed, and not chained
         raise ImageReadError(location.name, f"cannot read ({location.scrub(str(exc))})") from None
 

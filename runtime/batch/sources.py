@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..credentials import Source
-from ..errors import CredentialError, ImageReadError
+from ..errors import ImageReadError
 from ..paths import expand_paths, image_suffixes
 
 __all__ = ["MANIFEST_SUFFIXES", "is_uri", "resolve_sources"]
@@ -75,10 +75,9 @@ def _filesystem(uri: str) -> tuple[Any, str]:  # (pyarrow.fs.FileSystem, path in
     from pyarrow import fs
 
     location = Source.of(uri)
+    url = location.secret_url(ImageReadError)
     try:
-        return fs.FileSystem.from_uri(location.secret_url())
-    except CredentialError as exc:
-        raise ImageReadError(location.name, exc.reason) from None
+        return fs.FileSystem.from_uri(url)
     except (ValueError, OSError) as exc:  # unknown scheme, missing credentials, ...; the message may hold the URI
         raise ImageReadError(location.name, f"pyarrow cannot open this URI ({location.scrub(str(exc))})") from None
 

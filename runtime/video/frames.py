@@ -26,7 +26,6 @@ from PIL import Image
 
 from ..credentials import Source
 from ..errors import (
-    CredentialError,
     ImageTooLargeError,
     VideoDecodeError,
     VideoOpenError,
@@ -153,24 +152,16 @@ def _check_local(path: str, source: str) -> None:
         raise VideoDecodeError(source, "empty file (0 bytes)")
 
 
-def _read_error(location: Source, exc: Exception, *, what: str, timeout_s: float, waited_s: float
-                ) -> VideoSourceError:
-    """An FFmpeg error, raised ``waited_s`` into an open or a read, as ours (FFmpeg's text, which
-    repeats the URL with its password, scrubbed).
+def _read_error(src: Source, exc: Exception, *, what: str, timeout_s: float, waited_s: float) -> VideoSourceError:
+    """An FFmpeg error, raised ``waited_s`` into an open or a read, as ours (its text, which repeats URLs, scrubbed).
 
     FFmpeg reports its interrupt (our timeout) as "exit requested", or as whatever the
     demuxer makes of it: RTSP's, on a server that accepts the connection and never
     answers, says "invalid data". So an error at or after the deadline is the timeout.
     """
-    source = location.name
-    error = _classify_error(source, exc, what=what, timeout_s=timeout_s, waited_s=waited_s)
-    return type(error)(source, location.scrub(error.reason))
-
-
-def _classify_error(source: str, exc: Exception, *, what: str, timeout_s: float, waited_s: float
-                    ) -> VideoSourceError:
     import av
 
+    source, detail = src.name, src.scrub(str(getattr(exc, "strerror", None) or exc))
     if isinstance(exc, (av.error.ExitError, TimeoutError)) or waited_s >= timeout_s * _AT_DEADLINE:
         silent = "no answer from the server" if what == "open" and is_url(source) else "no data"
         return VideoTimeoutError(source, f"{silent} within the {what} timeout of {timeout_s:g} s")
@@ -178,10 +169,10 @@ def _classify_error(source: str, exc: Exception, *, what: str, timeout_s: float,
         return VideoDecodeError(source, "ends before any video data (an empty or cut-off container)")
     if isinstance(exc, av.error.InvalidDataError):
         return VideoDecodeError(source, f"{'not a recognised video format' if what == 'open' else 'corrupt data'} "
-                                        f"({exc.strerror or exc})")
+                                        f"({detail})")
     if isinstance(exc, av.error.FFmpegError) and what != "open":
-        return VideoDecodeError(source, f"the source broke ({exc.strerror or exc})")
-    return VideoOpenError(source, f"cannot open ({getattr(exc, 'strerror', None) or exc})")
+        return VideoDecodeError(source, f"the source broke ({detail})")
+    return VideoOpenError(source, f"cannot open ({detail})")
 
 
 class VideoReader:
@@ -202,10 +193,7 @@ class VideoReader:
         self.max_pixels = max_pixels
         self.position = 0.0  # end (s) of the last frame decoded: how much video has been seen
         self.decoded = 0  # frames decoded so far
-        try:
-            url = location.secret_url()
-        except CredentialError as exc:
-            raise VideoOpenError(source, exc.reason) from None
+        url = location.secret_url(VideoOpenError)
         if not is_url(source):
             _check_local(url, source)
         options = {"rtsp_transport": "tcp"} if source.lower().startswith(("rtsp://", "rtsps://")) else {}
@@ -216,9 +204,8 @@ class VideoReader:
             self._container: av.container.InputContainer = av.open(
                 url, format=device, timeout=(sampling.open_timeout_s, sampling.read_timeout_s), options=options)
         except (av.error.FFmpegError, OSError) as exc:
-            error = _read_error(location, exc, what="open", timeout_s=sampling.open_timeout_s,
-                                waited_s=time.monotonic() - started)
-            raise error from None if location.has_secrets else exc  # FFmpeg's exception holds the URL
+            raise _read_error(location, exc, what="open", timeout_s=sampling.open_timeout_s,
+                              waited_s=time.monotonic() - started) from location.cause(exc)
         try:
             self.stream = self._video_stream()
         except (VideoSourceError, ImageTooLargeError):
@@ -347,9 +334,8 @@ class VideoReader:
                         yield time_s, frame
                 asked = time.monotonic()
         except (av.error.FFmpegError, OSError) as exc:
-            error = _read_error(self._location, exc, what="read", timeout_s=sampling.read_timeout_s,
-                                waited_s=time.monotonic() - asked)
-            raise error from None if self._location.has_secrets else exc
+            raise _read_error(self._location, exc, what="read", timeout_s=sampling.read_timeout_s,
+                              waited_s=time.monotonic() - asked) from self._location.cause(exc)
         self._check_complete()
 
     def _check_complete(self) -> None:
