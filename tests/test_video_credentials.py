@@ -273,6 +273,10 @@ def test_bad_credentials_setups_fail_before_any_work(binary_bundle: Path, tmp_pa
     assert "mode 0604" in capsys.readouterr().err
     assert main([*scan, "/dev/video9", "--mqtt", "mqtt://127.0.0.1:9", "--mqtt-insecure"]) == EXIT_USAGE
     assert "need an mqtts:// broker" in capsys.readouterr().err
+    monkeypatch.setenv("DEEPFAKE_EDGE_MQTT_PASSWORD", MQ_PW)
+    assert main([*scan, "/dev/video9", "--mqtt", "mqtt://127.0.0.1:9"]) == EXIT_USAGE
+    assert "$DEEPFAKE_EDGE_MQTT_PASSWORD gives a broker password, but the --mqtt URL has no user" in (
+        capsys.readouterr().err)
     with pytest.raises(SystemExit) as exit_info:
         main([*scan, "/dev/video9", "--mqtt", f"mqtt://dfe:{MQ_PW}@127.0.0.1:9"])
     assert exit_info.value.code == EXIT_USAGE

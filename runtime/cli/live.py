@@ -111,15 +111,16 @@ def check_mqtt_options(args: argparse.Namespace) -> str | None:
         return "--mqtt-ca and --mqtt-insecure need an mqtts:// broker"
     if args.mqtt_ca and args.mqtt_insecure:
         return "--mqtt-ca and --mqtt-insecure contradict each other"
-    if args.mqtt_password_file and target.username is None:
-        return "--mqtt-password-file needs a user name in the URL: mqtt[s]://USER@host/..."
-    from ..video.mqtt import mqtt_password
+    from ..video.mqtt import PASSWORD_VARIABLE, mqtt_password
 
     try:
-        mqtt_password(args.mqtt_password_file)  # read again when connecting; checked now, before the model loads
+        password = mqtt_password(args.mqtt_password_file)  # read again when connecting; checked before the model loads
         mqtt_tls(args, warn=False)
     except CredentialError as exc:
         return str(exc)
+    if password is not None and target.username is None:
+        given = "--mqtt-password-file" if args.mqtt_password_file else f"${PASSWORD_VARIABLE}"
+        return f"{given} gives a broker password, but the --mqtt URL has no user: mqtt[s]://USER@host/..."
     return None
 
 
