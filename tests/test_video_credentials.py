@@ -320,3 +320,25 @@ def test_a_wrong_camera_password_raises_an_error_whose_traceback_holds_no_url(ca
     with VideoReader(cam_url(camera, quote(CAM_PW, safe="")), Sampling(open_timeout_s=5, read_timeout_s=5)) as reader:
         assert reader.source == f"rtsp://{CAM_USER}:***@127.0.0.1:{camera.port}/cam"
         assert next(reader.frames())[1].width == 96  # the right password opens the camera
+
+
+def test_a_token_in_an_http_source_is_masked_in_every_line(binary_bundle: Path, clip: Path) -> None:
+    """A signed HTTP URL (Python's own HTTP server ignores the query): results and the 404 of a
+    missing file show ``token=***``, never the token."""
+    from live_servers import HttpFileServer
+
+    server = HttpFileServer(clip.parent)
+    try:
+        good, missing = (server.url(name) + f"?channel=1&token={WRONG_CAM_PW}" for name in (clip.name, "nope.mp4"))
+        code, out, err, _ = run_scan(binary_bundle, [good, missing, "--fps", "1", "--max-frames", "3",
+                                                     "--timeout", "5", "--reconnect-attempts", "0"], env={})
+    finally:
+        server.close()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 1, err
+    assert {line["source"] for line in lines} == {server.url(clip.name) + "?channel=1&token=***",
+                                                  server.url("nope.mp4") + "?channel=1&token=***"}
+    assert len([line for line in lines if "label" in line and "time" in line]) == 3
+    assert "404 Not Found" in next(line["message"] for line in lines if "error" in line)
+    assert_no_secret("stdout", out)
+    assert_no_secret("stderr", err)
