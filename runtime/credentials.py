@@ -193,14 +193,15 @@ class Source:
 def read_private_text(path: str | os.PathLike[str], what: str) -> str:
     """The text of a file holding secrets (``what`` says which, for messages).
 
-    Refused, as ssh refuses a private key, when group or others may read or write it:
-    the message names the file, its mode and the ``chmod`` that fixes it.
+    A regular file is refused, as ssh refuses a private key, when group or others may read or
+    write it: the message names the file, its mode and the ``chmod`` that fixes it. A pipe
+    (``--mqtt-password-file <(pass show mqtt)``) is read as it is.
     """
     location = Path(path)
     try:
         info = location.stat()
         if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
-            raise CredentialError(str(location), f"{what} is accessible by group or others (mode "
+            raise CredentialError(str(location), f"the {what} is accessible by group or others (mode "
                                                  f"{stat.S_IMODE(info.st_mode):04o}); refused, as ssh refuses "
                                                  f"such a key. Fix it with: chmod 600 {location}")
         return location.read_text(encoding="utf-8")

@@ -151,3 +151,14 @@ def test_errors_chain_to_library_exceptions_only_without_secrets() -> None:
     assert Source.of("clip.mp4").cause(original) is original
     with pytest.raises(KeyError):
         Source.of("rtsp://u:${DEEPFAKE_EDGE_NEVER_SET_X}@cam/x").secret_url(lambda name, message: KeyError(message))
+
+
+def test_a_pipe_passes_the_permission_check() -> None:
+    """``--mqtt-password-file <(pass show mqtt)``: the shell hands over a pipe, never a file on disk."""
+    read, write = os.pipe()
+    try:
+        os.write(write, b"from-a-pipe\n")
+        os.close(write)
+        assert read_private_text(f"/dev/fd/{read}", "MQTT password file") == "from-a-pipe\n"
+    finally:
+        os.close(read)
