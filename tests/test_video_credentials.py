@@ -342,3 +342,15 @@ def test_a_token_in_an_http_source_is_masked_in_every_line(binary_bundle: Path, 
     assert "404 Not Found" in next(line["message"] for line in lines if "error" in line)
     assert_no_secret("stdout", out)
     assert_no_secret("stderr", err)
+
+
+def test_a_source_done_at_max_frames_stops_its_reader(binary_bundle: Path, camera: RtspServer) -> None:
+    """Its reader thread would go on decoding until the process exits, where a thread inside
+    FFmpeg made ``scan`` die with SIGSEGV after its last line."""
+    from deepfake_edge import Detector
+    from deepfake_edge.video import LiveOptions, LiveSummary, Sampling, watch
+
+    options = LiveOptions(sampling=Sampling(fps=2, open_timeout_s=5, read_timeout_s=5), max_frames=2, duration=60)
+    items = list(watch(Detector.load(binary_bundle), [cam_url(camera, quote(CAM_PW, safe=""))], options))
+    assert isinstance(items[-1], LiveSummary) and items[-1].summary.frames == 2
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("deepfake-edge-live")]

@@ -122,6 +122,9 @@ def watch(
                 outcome = yield from _step(detector, item, positive, options)
                 if outcome is not None:
                     active.remove(item)
+                    # a source done at max_frames still has its reader decoding: a thread left in
+                    # FFmpeg when the interpreter exits can crash the process (SIGSEGV, seen under load)
+                    item.reader.stop()
                     yield from _finish(detector, item, options, outcome)
         _stop_all(active)
         for item in active:
