@@ -29,6 +29,7 @@ import pytest
 HERE = Path(__file__).parent
 DEBIAN_PYTHON = "/usr/bin/python3"  # the GObject bindings are Debian's, for its own Python
 MOSQUITTO = "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 RTSP_PACKAGES = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad"
 SERVER_LIFETIME_S = 300  # a server outlives no test run, even if the test process is killed
 
@@ -85,21 +86,27 @@ class RtspServer:
     """``rtsp://127.0.0.1:<port>/cam`` serving ``video`` from its first frame to each client.
 
     :meth:`kill` and :meth:`start` again on the same port simulate a camera that reboots.
+    With ``auth=(user, password)`` it requires Basic auth, as cameras do (the password reaches
+    the server through its environment, not argv); ``mounts`` serves the clip at more paths.
     """
 
-    def __init__(self, video: Path, port: int | None = None) -> None:
+    def __init__(self, video: Path, port: int | None = None, *, auth: tuple[str, str] | None = None,
+                 mounts: tuple[str, ...] = ("cam",)) -> None:
         if not (Path(DEBIAN_PYTHON).exists() and _gst_rtsp_available()):
             missing("GStreamer's RTSP server (Python GObject bindings)", RTSP_PACKAGES)
         self.video = video
         self.port = port or free_port()
-        self.url = f"rtsp://127.0.0.1:{self.port}/cam"
+        self.url = f"rtsp://127.0.0.1:{self.port}/{mounts[0]}"
+        self.mounts = mounts
+        self.auth = auth
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 30.0) -> RtspServer:
         self.proc = subprocess.Popen(
-            [DEBIAN_PYTHON, str(HERE / "servers" / "rtsp_server.py"), str(self.port), str(self.video), "cam",
-             str(SERVER_LIFETIME_S)],
+            [DEBIAN_PYTHON, str(HERE / "servers" / "rtsp_server.py"), str(self.port), str(self.video),
+             ",".join(self.mounts), str(SERVER_LIFETIME_S)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **({"RTSP_USER": self.auth[0], "RTSP_PASSWORD": self.auth[1]} if self.auth else {})},
         )
         _wait_line(self.proc, "ready", timeout)
         return self
@@ -151,30 +158,48 @@ def _wait_line(proc: subprocess.Popen[str], expected: str, timeout: float) -> No
 
 
 class Mosquitto:
-    """A Mosquitto broker on a free loopback port, anonymous, no persistence."""
+    """A Mosquitto broker on a free loopback port, no persistence: anonymous, or with ``users``
+    (name -> password, hashed by mosquitto_passwd into a ``password_file``); ``tls`` adds a TLS
+    listener on ``tls_port`` with that (certificate chain, key) PEM pair."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         if not Path(MOSQUITTO).exists():
             missing("the Mosquitto MQTT broker", "mosquitto")
         self.port = free_port()
+        self.tls_port = free_port() if tls else None
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"allow_anonymous {str(not users).lower()}",
+                 "user root"]  # root keeps root: the broker needs no access to the test's private folders
+        if users:
+            passwords = workdir / "mosquitto.passwd"
+            passwords.touch(mode=0o600)
+            for name, password in users.items():  # -b takes it on argv: fine for a throwaway test password
+                subprocess.run([MOSQUITTO_PASSWD, "-b", str(passwords), name, password], check=True, timeout=30,
+                               capture_output=True)
+            lines.insert(0, f"password_file {passwords}")
+        if tls:
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"certfile {tls[0]}", f"keyfile {tls[1]}"]
         self.config = workdir / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.config.write_text("\n".join(lines) + "\n")
+        self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> Mosquitto:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT)
 
-        def listening() -> bool:
+        def listening(port: int) -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"mosquitto exited with {self.proc.returncode}")
+                raise AssertionError(f"mosquitto exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
             except OSError:
                 return False
             return True
 
-        wait_for(listening, timeout, f"mosquitto on port {self.port}")
+        for port in (self.port, self.tls_port):
+            if port is not None:
+                wait_for(functools.partial(listening, port), timeout, f"mosquitto on port {port}")
         return self
 
     def kill(self) -> None:

@@ -166,3 +166,55 @@ def test_bundle_materialises_once_per_node_and_is_checked(binary_bundle: Path, t
     model.write_bytes(model.read_bytes()[:-1] + b"\0")
     with pytest.raises(ChecksumMismatchError, match=str(model)):
         materialise(payload, tmp_path)
+
+
+def test_credentials_in_uris_never_reach_the_parquet_output(
+    binary_bundle: Path, archive: tuple[Path, list[Path]], tmp_path: Path, ray_instance: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real S3 API (moto's server on loopback) read by pyarrow with the secret key in the URI:
+    the rows equal predict on the same files, and no row, message or line holds the key."""
+    moto_server = pytest.importorskip("moto.server", reason="the S3 test needs moto[server] ([test] extra)")
+
+    secret = "S3cret/Key+Sekr3t"
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        port = server.get_host_and_port()[1]
+        query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        import boto3  # moto's dependency; pyarrow's multipart upload trips moto, a plain PUT does not
+
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="AKIDTEST",
+                          aws_secret_access_key=secret, region_name="us-east-1")
+        s3.create_bucket(Bucket="photos")
+        root, inputs = archive
+        uploaded = [p for p in inputs if p.parent == root][:4]
+        for path in uploaded:
+            s3.put_object(Bucket="photos", Key=f"cams/{path.name}", Body=path.read_bytes())
+        key = f"AKIDTEST:{secret.replace('/', '%2F').replace('+', '%2B')}"
+        out = tmp_path / "out"
+        sources = [f"s3://{key}@photos/cams?{query}", f"s3://{key}@photos/missing.jpg?{query}"]
+        code = main(["batch", str(binary_bundle), *sources, "--out", str(out), "--address", ray_instance])
+        resumed = main(["batch", str(binary_bundle), *sources, "--out", str(out), "--address", ray_instance,
+                        "--resume"])
+    finally:
+        server.stop()
+    captured = capsys.readouterr()
+    assert code == EXIT_INPUT_FAILED and resumed == EXIT_OK  # the missing object is an error row; then nothing to do
+    assert "resuming: 5 of 5 inputs already written, 0 to go" in captured.err
+    table = OutputFolder(out).read()
+    rows = {row["path"]: row for row in table.to_pylist()}
+    shown = f"s3://AKIDTEST:***@photos/{{}}?{query}"
+    assert set(rows) == {shown.format(f"cams/{p.name}") for p in uploaded} | {shown.format("missing.jpg")}
+    missing = rows[shown.format("missing.jpg")]
+    assert missing["error"] == "ImageReadError" and missing["message"].startswith(shown.format("missing.jpg") + ": ")
+    reference = Detector.load(binary_bundle).predict([str(p) for p in uploaded], on_error="return")
+    for path, expected in zip(uploaded, reference, strict=True):
+        row = rows[shown.format(f"cams/{path.name}")]
+        assert row["label"] == getattr(expected, "label", None)
+        assert row["error"] == (None if row["label"] else type(expected.error).__name__)  # type: ignore[union-attr]
+    assert sum(row["label"] is not None for row in rows.values()) >= 2  # read through S3 and classified
+    everything = str(table.to_pylist()) + captured.out + captured.err
+    raw = b"".join(part.read_bytes() for part in OutputFolder(out).parts())
+    for text in (secret, "Sekr3t", "S3cret%2FKey"):
+        assert text not in everything and text.encode() not in raw

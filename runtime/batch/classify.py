@@ -3,7 +3,9 @@
 Each actor loads the bundle once (shipped through the object store, see
 ``shipping``), decodes inside the actor with the runtime's own safe decoder,
 and turns every input into exactly one output row: a bad file is a row with
-``error`` and ``message``, never a failed task or a dropped block.
+``error`` and ``message``, never a failed task or a dropped block. A row's
+``path`` is the input's masked name (``s3://key:***@bucket/x.jpg``): a password
+or token in a URI never reaches the Parquet output or a message.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from ..credentials import Source
 from ..detector import Detector
-from ..errors import ImageError, ImageReadError
+from ..errors import CredentialError, ImageError, ImageReadError
 from ..images import DEFAULT_MAX_PIXELS
 from ..results import Failure, Prediction
 from .shipping import BundlePayload, materialise, pack_bundle
@@ -60,15 +63,17 @@ def default_actors(cpus_per_actor: int, *, spare_cpus: int = 1) -> int:
     return max(1, (int(ray.cluster_resources().get("CPU", 1)) - spare_cpus) // cpus_per_actor)
 
 
-def _read_uri(uri: str) -> bytes:
+def _read_uri(location: Source) -> bytes:
+    """The bytes at a pyarrow URI (placeholders filled now, on the worker); errors name it masked."""
     from pyarrow import fs
 
+    url = location.secret_url(ImageReadError)
     try:
-        filesystem, path = fs.FileSystem.from_uri(uri)
+        filesystem, path = fs.FileSystem.from_uri(url)
         with filesystem.open_input_stream(path) as stream:
             return stream.read()
-    except (OSError, ValueError) as exc:
-        raise ImageReadError(uri, f"cannot read ({exc})") from exc
+    except (OSError, ValueError) as exc:  # pyarrow's message may repeat the URI: scrubbed, and not chained
+        raise ImageReadError(location.name, f"cannot read ({location.scrub(str(exc))})") from None
 
 
 class _Classifier:
@@ -92,18 +97,24 @@ class _Classifier:
         paths = [str(p) for p in batch.column("path").to_pylist()]
         data = batch.column("bytes").to_pylist() if "bytes" in batch.column_names else [None] * len(paths)
         results: list[Prediction | Failure | None] = [None] * len(paths)
+        names = list(paths)  # masked below
         decoded: list[int] = []
         tensors: list[np.ndarray] = []
         for i, (path, raw) in enumerate(zip(paths, data, strict=True)):
             try:
-                image = raw if raw is not None else (_read_uri(path) if is_uri(path) else path)
-                tensors.append(self.detector.decode(image, name=path))
+                location = Source.of(path)
+                names[i] = location.name
+                image = raw if raw is not None else (_read_uri(location) if is_uri(path) else path)
+                tensors.append(self.detector.decode(image, name=location.name))
+            except CredentialError as exc:  # a ${...} that is not a DEEPFAKE_EDGE_* placeholder
+                results[i] = Failure(source=exc.source, error=ImageReadError(exc.source, exc.reason))
+                continue
             except ImageError as exc:
-                results[i] = Failure(source=path, error=exc)
+                results[i] = Failure(source=names[i], error=exc)
                 continue
             decoded.append(i)
         if tensors:
-            done = self.detector.results([paths[i] for i in decoded], self.detector.logits(np.stack(tensors)))
+            done = self.detector.results([names[i] for i in decoded], self.detector.logits(np.stack(tensors)))
             for i, result in zip(decoded, done, strict=True):
                 results[i] = result
         return self._table(results)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ..credentials import Source
 from ..images import DEFAULT_MAX_PIXELS
 from .classify import DEFAULT_BATCH_SIZE, classify_dataset, default_actors
 from .output import OutputFolder, WriteStats
@@ -62,7 +63,8 @@ def run_job(
 
     Without ``resume``, ``out`` must hold no part files yet (``FileExistsError``):
     a second run never duplicates or silently replaces rows. With ``resume``,
-    inputs whose path is already in ``out`` are skipped (an anti-join on ``path``).
+    inputs whose path is already in ``out`` are skipped (an anti-join on ``path``, which holds
+    each input's masked name).
     """
     import ray
 
@@ -72,7 +74,7 @@ def run_job(
                               "or choose an empty folder")
     paths = resolve_sources(sources)
     done = folder.written_paths() if resume else set()
-    todo = [p for p in paths if p not in done]
+    todo = [p for p in paths if Source.of(p).name not in done]  # rows hold masked names
     skipped = len(paths) - len(todo)
     if skipped:
         log(f"resuming: {skipped} of {len(paths)} inputs already written, {len(todo)} to go")

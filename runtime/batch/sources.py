@@ -5,6 +5,11 @@ A SOURCE is a local file, folder (searched recursively) or glob; a manifest
 URI that pyarrow's filesystems read (``s3://``, ``gs://``, ``file://``...), a
 file or a prefix listed recursively. Paths come out absolute and deduplicated,
 in the order given, so the output has exactly one row per input.
+
+A URI may carry credentials (``s3://KEY:SECRET@bucket/x?endpoint_override=...``) or
+``${DEEPFAKE_EDGE_*}`` placeholders: a prefix is listed with them filled in, and the
+files found keep the prefix's credentials and query as written, placeholders unfilled,
+so they are filled again where each file is read. Errors name URIs masked.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..credentials import Source
 from ..errors import ImageReadError
 from ..paths import expand_paths, image_suffixes
 
@@ -68,23 +74,38 @@ def _resolve_local(path: Path, *, from_glob: bool) -> list[str]:
 def _filesystem(uri: str) -> tuple[Any, str]:  # (pyarrow.fs.FileSystem, path inside it)
     from pyarrow import fs
 
+    location = Source.of(uri)
+    url = location.secret_url(ImageReadError)
     try:
-        return fs.FileSystem.from_uri(uri)
-    except (ValueError, OSError) as exc:  # unknown scheme, missing credentials, ...
-        raise ImageReadError(uri, f"pyarrow cannot open this URI ({exc})") from exc
+        return fs.FileSystem.from_uri(url)
+    except (ValueError, OSError) as exc:  # unknown scheme, missing credentials, ...; the message may hold the URI
+        raise ImageReadError(location.name, f"pyarrow cannot open this URI ({location.scrub(str(exc))})") from None
+
+
+def _uri_around(uri: str) -> tuple[str, str]:
+    """What a file found under ``uri`` keeps of it: ``scheme://[user:password@]`` and ``?query`` (as written)."""
+    scheme, _, rest = uri.partition("://")
+    before_query, _, query = rest.partition("?")
+    at = before_query.rfind("@")
+    return f"{scheme}://{before_query[:at + 1]}", f"?{query}" if query else ""
 
 
 def _resolve_uri(uri: str) -> list[str]:
     from pyarrow import fs
 
     filesystem, root = _filesystem(uri)
-    prefix = uri[: len(uri) - len(root)] if uri.endswith(root) else uri.split("://", 1)[0] + "://"
-    info = filesystem.get_file_info(root)
+    head, tail = _uri_around(uri)
+    try:
+        info = filesystem.get_file_info(root)
+        listed = filesystem.get_file_info(fs.FileSelector(root, recursive=True)) if (
+            info.type == fs.FileType.Directory) else []
+    except OSError as exc:
+        location = Source.of(uri)
+        raise ImageReadError(location.name, f"cannot list ({location.scrub(str(exc))})") from None
     if info.type == fs.FileType.Directory:
-        listed = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
         suffixes = image_suffixes()
         return sorted(
-            prefix + item.path for item in listed
+            head + item.path + tail for item in listed
             if item.type == fs.FileType.File and os.path.splitext(item.path)[1].lower() in suffixes
             and not any(part.startswith(".") for part in item.path[len(root):].split("/"))
         )
@@ -113,7 +134,8 @@ def _read_text(location: str) -> str:
                 return stream.read().decode("utf-8")
         return Path(location).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ImageReadError(location, f"cannot read the manifest ({exc})") from exc
+        source = Source.of(location)
+        raise ImageReadError(source.name, f"cannot read the manifest ({source.scrub(str(exc))})") from None
 
 
 def _parquet_paths(location: str) -> list[str]:
@@ -126,7 +148,9 @@ def _parquet_paths(location: str) -> list[str]:
         else:
             table = pq.read_table(location)
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise ImageReadError(location, f"cannot read the Parquet manifest ({exc})") from exc
+        source = Source.of(location)
+        raise ImageReadError(source.name, f"cannot read the Parquet manifest ({source.scrub(str(exc))})") from None
     if "path" not in table.column_names:
-        raise ImageReadError(location, f"the Parquet manifest has no 'path' column (columns: {table.column_names})")
+        raise ImageReadError(Source.of(location).name,
+                             f"the Parquet manifest has no 'path' column (columns: {table.column_names})")
     return [str(p) for p in table.column("path").to_pylist() if p]

@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from ..errors import ImageError
+from ..errors import CredentialError, ImageError
 from ..extras import require_extra
 from .common import (
     EXIT_INPUT_FAILED,
@@ -29,7 +29,9 @@ they need no access to BUNDLE.
 SOURCE is a folder (searched recursively), a file, a glob ('photos/**/*.jpg'),
 a manifest (.txt/.lst: one path per line; .parquet: a 'path' column), or a URI
 pyarrow reads (s3://, gs://, file://...). Every worker must be able to read the
-input paths; --out is a local folder on this machine.
+input paths; --out is a local folder on this machine. A URI's password and
+secret query values are written as *** in 'path' and messages; its
+${DEEPFAKE_EDGE_*} placeholders are filled from each worker's environment.
 
 --out must hold no results yet, unless --resume is given: then inputs whose
 path is already in --out are skipped, so a killed run continues where it
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                           cpus_per_actor=args.cpus_per_actor, batch_size=args.batch_size,
                           rows_per_file=args.rows_per_file, max_pixels=args.max_pixels, fast_decode=args.fast_decode,
                           log=lambda message: print(f"deepfake-edge batch: {message}", file=sys.stderr))
-    except (FileExistsError, ImageError) as exc:  # --out not empty, or a SOURCE that names nothing
+    except (FileExistsError, ImageError, CredentialError) as exc:  # --out not empty, a SOURCE that names nothing
         print(f"deepfake-edge batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"deepfake-edge batch: {summary.line(args.out)}", file=sys.stderr)

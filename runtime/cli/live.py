@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -17,13 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import CredentialError
 from .common import count, non_negative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
+    from ..credentials import Source
     from ..detector import Detector
     from ..video.alerts import Alert
 
-__all__ = ["EPILOG", "add_live_options", "watch_sources"]
+__all__ = ["EPILOG", "add_live_options", "check_mqtt_options", "mqtt_tls", "watch_sources"]
 
 EPILOG = """\
 live streams (rtsp://, rtsps://, http(s)://, udp://, tcp://, /dev/videoN):
@@ -37,7 +40,15 @@ live streams (rtsp://, rtsps://, http(s)://, udp://, tcp://, /dev/videoN):
    "peak_score": 0.97, "peak_time": 24.0, "frames": 12, "high_frames": 10, ...}
   Times are seconds since the watch started. --duration bounds the watch in
   wall-clock seconds; SIGINT/SIGTERM stop it, and every source prints its summary.
-  --mqtt publishes to <prefix>/<camera>/{status,alert,alert/state,summary[,frame]}."""
+  --mqtt publishes to <prefix>/<camera>/{status,alert,alert/state,summary[,frame]}.
+
+credentials:
+  A source URL may hold ${DEEPFAKE_EDGE_NAME} placeholders, filled from the
+  environment when the source is opened (only names starting DEEPFAKE_EDGE_):
+    DEEPFAKE_EDGE_CAM_PW=... deepfake-edge scan B 'rtsp://admin:${DEEPFAKE_EDGE_CAM_PW}@cam/live'
+  Output, MQTT and errors show every source with its password and secret query
+  values (token, key, sig, ...) as ***. The MQTT password comes from
+  DEEPFAKE_EDGE_MQTT_PASSWORD or --mqtt-password-file, never from the URL."""
 
 
 def add_live_options(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +64,20 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
                       help="wait before the first reconnect, doubled after each failure (default: 1)")
     live.add_argument("--reconnect-max-delay", type=positive_float, default=30.0, metavar="S",
                       help="longest wait between reconnects (default: 30)")
-    live.add_argument("--mqtt", type=mqtt_target, default=None, metavar="mqtt://HOST[:PORT][/PREFIX]",
+    live.add_argument("--mqtt", type=mqtt_target, default=None, metavar="mqtt[s]://[USER@]HOST[:PORT][/PREFIX]",
                       help="publish status, alerts and summaries to this broker (needs the [mqtt] extra; "
-                           "port 1883 and prefix deepfake-edge by default)")
+                           "port 1883, or 8883 with TLS for mqtts://, and prefix deepfake-edge by default). "
+                           "USER logs in with the password from $DEEPFAKE_EDGE_MQTT_PASSWORD or --mqtt-password-file; "
+                           "a password in the URL is refused")
+    live.add_argument("--mqtt-password-file", default=None, metavar="FILE",
+                      help="the broker password is this file's first line (the file must not be readable by "
+                           "group or others: chmod 600); overrides $DEEPFAKE_EDGE_MQTT_PASSWORD")
+    live.add_argument("--mqtt-ca", default=None, metavar="FILE",
+                      help="PEM file of the CA that signed the broker's certificate (mqtts://; default: the "
+                           "system's CAs)")
+    live.add_argument("--mqtt-insecure", action="store_true",
+                      help="mqtts:// without verifying the broker's certificate or name (warns; the connection "
+                           "is encrypted but anyone in the path can impersonate the broker)")
     live.add_argument("--name", action="append", default=[], metavar="CAMERA",
                       help="camera name in MQTT topics, once per live source in order "
                            "(default: derived from the URL or device)")
@@ -93,20 +115,58 @@ def _alert_overlay(alert: Alert, camera: str, directory: Path, detector: Detecto
                         positive_label=detector.require_evidence())
 
 
-def watch_sources(args: argparse.Namespace, detector: Detector, sources: Sequence[str]) -> int:
+def check_mqtt_options(args: argparse.Namespace) -> str | None:
+    """What is wrong with the --mqtt-* options together (None when nothing is), before any work starts."""
+    target = args.mqtt
+    if target is None:
+        return None
+    if (args.mqtt_ca or args.mqtt_insecure) and not target.tls:
+        return "--mqtt-ca and --mqtt-insecure need an mqtts:// broker"
+    if args.mqtt_ca and args.mqtt_insecure:
+        return "--mqtt-ca and --mqtt-insecure contradict each other"
+    from ..video.mqtt import PASSWORD_VARIABLE, mqtt_password
+
+    try:
+        password = mqtt_password(args.mqtt_password_file)  # read again when connecting; checked before the model loads
+        mqtt_tls(args, warn=False)
+    except CredentialError as exc:
+        return str(exc)
+    if password is not None and target.username is None:
+        given = "--mqtt-password-file" if args.mqtt_password_file else f"${PASSWORD_VARIABLE}"
+        return f"{given} gives a broker password, but the --mqtt URL has no user: mqtt[s]://USER@host/..."
+    return None
+
+
+def mqtt_tls(args: argparse.Namespace, *, warn: bool = True) -> ssl.SSLContext | None:
+    """The TLS context of an mqtts:// --mqtt (None for mqtt://); --mqtt-insecure warns on stderr."""
+    from ..video.mqtt import tls_context
+
+    if args.mqtt is None or not args.mqtt.tls:
+        return None
+    if args.mqtt_insecure and warn:
+        print("deepfake-edge scan: warning: --mqtt-insecure: the broker's certificate is not verified; anyone "
+              "in the network path can pose as the broker and read the results", file=sys.stderr)
+    try:
+        return tls_context(ca_file=args.mqtt_ca, insecure=args.mqtt_insecure)
+    except (OSError, ssl.SSLError) as exc:
+        raise CredentialError(args.mqtt_ca, f"cannot read the CA certificate ({exc})") from None
+
+
+def watch_sources(args: argparse.Namespace, detector: Detector, sources: Sequence[Source]) -> int:
     """Watch the live ``sources``, printing JSON lines; returns how many failed."""
     from ..extras import require_extra
     from ..video.alerts import Alert
     from ..video.frames import Sampling
     from ..video.live import Reconnect
-    from ..video.mqtt import MqttPublisher, MqttSink, camera_name, topic_level
+    from ..video.mqtt import MqttPublisher, MqttSink, camera_name, mqtt_password, topic_level
     from ..video.scan import VideoError
     from ..video.watch import LiveOptions, watch
 
     if len(args.name) > len(sources):
         print(f"deepfake-edge scan: {len(args.name)} --name given for {len(sources)} live sources", file=sys.stderr)
-    cameras = {src: topic_level(name) for src, name in zip(sources, args.name, strict=False)}
-    cameras.update({src: camera_name(src) for src in sources if src not in cameras})
+    # keyed by the masked name: what every item carries
+    cameras = {src.name: topic_level(name) for src, name in zip(sources, args.name, strict=False)}
+    cameras.update({src.name: camera_name(src.name) for src in sources if src.name not in cameras})
     options = LiveOptions(
         sampling=Sampling(fps=args.fps, keyframes=args.keyframes, decoder_threads=args.decoder_threads,
                           open_timeout_s=args.timeout, read_timeout_s=args.timeout),
@@ -119,7 +179,8 @@ def watch_sources(args: argparse.Namespace, detector: Detector, sources: Sequenc
     if args.mqtt is not None:
         require_extra("mqtt")
         publisher = MqttPublisher(args.mqtt, connect_timeout=max(args.mqtt_timeout, 0.1),
-                                  max_reconnects=args.mqtt_reconnects,
+                                  max_reconnects=args.mqtt_reconnects, password=mqtt_password(args.mqtt_password_file),
+                                  tls=mqtt_tls(args),
                                   log=lambda line: print(f"deepfake-edge scan: {line}", file=sys.stderr, flush=True))
     sink = MqttSink(publisher, cameras, frames=args.mqtt_frames) if publisher is not None else None
     failed = 0

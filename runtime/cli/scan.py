@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
     add_bundle_argument,
     add_detector_options,
     load_detector,
@@ -20,9 +21,10 @@ from .common import (
     positive_int,
 )
 from .live import EPILOG as LIVE_EPILOG
-from .live import add_live_options, watch_sources
+from .live import add_live_options, check_mqtt_options, watch_sources
 
 if TYPE_CHECKING:
+    from ..credentials import Source
     from ..video import ScanItem, ScanOptions
     from ..video.evidence import PeakFrame
 
@@ -51,7 +53,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from ..video.aggregate import AGGREGATES
 
     add_bundle_argument(parser)
-    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="video files, folders, or stream URLs")
+    parser.add_argument("sources", nargs="*", metavar="SOURCE",
+                        help="video files, folders, or stream URLs (${DEEPFAKE_EDGE_*} placeholders are filled "
+                             "from the environment)")
+    parser.add_argument("--sources-file", action="append", default=[], metavar="FILE",
+                        help="read more sources from FILE, one a line, '#' comments (it may hold camera passwords, "
+                             "so it must not be readable by group or others: chmod 600)")
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--fps", type=positive_float, default=1.0,
                           help="sampled frames per second of video time (default: 1)")
@@ -93,16 +100,36 @@ def scan_options(args: argparse.Namespace) -> ScanOptions:
                        evidence=getattr(args, "evidence", None) is not None)
 
 
-def expand_sources(sources: list[str]) -> Iterator[str]:
+def expand_sources(sources: list[str]) -> Iterator[Source]:
     """URLs and devices as given; files as given; folders expanded to their videos, recursively."""
+    from ..credentials import Source
     from ..paths import expand_paths
     from ..video.frames import VIDEO_SUFFIXES, is_url
 
     for source in sources:
         if is_url(source):
-            yield source  # never through Path, which would fold 'rtsp://' into 'rtsp:/'
+            yield Source.of(source)  # never through Path, which would fold 'rtsp://' into 'rtsp:/'
         else:
-            yield from map(str, expand_paths([source], VIDEO_SUFFIXES, recursive=True))
+            yield from (Source.of(str(p)) for p in expand_paths([source], VIDEO_SUFFIXES, recursive=True))
+
+
+def given_sources(args: argparse.Namespace) -> list[Source]:
+    """SOURCE arguments and --sources-file lines, expanded; every placeholder checked now, so an unset
+    variable is one clear error before the model loads. Raises ``CredentialError``."""
+    from ..credentials import read_private_lines
+    from ..errors import CredentialError
+
+    given = list(args.sources)
+    for path in args.sources_file:
+        given += read_private_lines(path, "sources file")
+    sources = list(expand_sources(given))
+    shown: dict[str, Source] = {}
+    for source in sources:
+        source.secret_url()  # the value is not kept: it is filled again when the source is opened
+        if shown.setdefault(source.name, source) != source:  # same URL, other credentials
+            raise CredentialError(source.name, "given twice with different credentials; its lines and MQTT "
+                                               "topics could not be told apart")
+    return sources
 
 
 def print_item(item: ScanItem, evidence_dir: Path | None = None, positive: str = "fake") -> None:
@@ -130,26 +157,38 @@ def run(args: argparse.Namespace) -> int:
     from ..extras import require_extra
 
     require_extra("video")
+    from ..errors import CredentialError
     from ..progress import progress
     from ..video import VideoError, scan
     from ..video.frames import expected_samples, is_url
     from ..video.live import is_live
 
     options = scan_options(args)
+    problem = check_mqtt_options(args)
+    if problem is None and not args.sources and not args.sources_file:
+        problem = "give at least one SOURCE or --sources-file"
+    if problem is not None:
+        print(f"deepfake-edge scan: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        sources = given_sources(args)
+    except CredentialError as exc:
+        print(f"deepfake-edge scan: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     detector = load_detector(args)
     positive = detector.require_evidence() if args.evidence is not None else "fake"  # an old bundle: refused now
     sources = list(expand_sources(args.sources))
     if not sources:
         print("deepfake-edge scan: no video files found", file=sys.stderr)
         return EXIT_INPUT_FAILED
-    live = [source for source in sources if is_live(source)]
+    live = [source for source in sources if is_live(source.name)]
     failed = 0
     for source in (source for source in sources if source not in live):
-        show = not args.no_progress and not is_url(source)
+        show = not args.no_progress and not is_url(source.name)
         expected = expected_samples(source, options.sampling) if show else None
         items = scan(detector, source, options)
         # total + 1: the summary line is the last item
-        for item in progress(items, total=None if expected is None else expected + 1, desc=source,
+        for item in progress(items, total=None if expected is None else expected + 1, desc=source.name,
                              enabled=show, unit="frame"):
             failed += isinstance(item, VideoError)
             print_item(item, args.evidence, positive)

@@ -19,6 +19,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from ..credentials import mask_url
 from .config import ServeConfig
 from .limits import ServiceError
 
@@ -106,7 +107,8 @@ async def _file_parts(request: Request, body: LimitedBody) -> AsyncIterator[list
         files: list[tuple[str, UploadFile]] = []
         for index, (field, value) in enumerate(form.multi_items()):
             if isinstance(value, UploadFile):
-                files.append(((value.filename or f"<part {index}>")[:_MAX_NAME], value))
+                # a file name is shown in responses: one that is a URL with a password shows it masked
+                files.append((mask_url(value.filename or f"<part {index}>")[:_MAX_NAME], value))
             elif field in ("file", "files", "image", "images", "video"):
                 raise ServiceError(400, "bad_request",
                                    f"part {field!r} has no filename: send the file as a file upload")

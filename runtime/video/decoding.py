@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ..credentials import Source
 from ..errors import (
     DeepfakeEdgeError,
     ImageDecodeError,
@@ -98,16 +99,17 @@ class Isolation:
 
 
 def decoded_samples(
-    decoder: ImageDecoder, source: str, sampling: Sampling, *, keep_frames: bool = False
+    decoder: ImageDecoder, source: str | Source, sampling: Sampling, *, keep_frames: bool = False
 ) -> Generator[tuple[Any, ...], None, ReadEnd]:
     """(time in s, model-ready tensor) of each sampled frame of ``source``; returns how the read ended.
     ``keep_frames`` adds the tensor's placement on the frame and the frame itself (for evidence overlays).
 
     Raises ``VideoSourceError`` or ``ImageError`` (naming the source or frame) after the frames before.
     """
-    with VideoReader(source, sampling, max_pixels=decoder.max_pixels) as reader:
+    location = Source.of(source)
+    with VideoReader(location, sampling, max_pixels=decoder.max_pixels) as reader:
         for time_s, image in reader.samples():
-            name = frame_name(source, time_s)
+            name = frame_name(location.name, time_s)
             if keep_frames:
                 tensor, placement = decoder.placed(image, name=name)
                 yield time_s, tensor, placement, image
@@ -131,15 +133,17 @@ def prepare() -> None:
 
 
 def isolated_samples(
-    decoder: ImageDecoder, source: str, sampling: Sampling, isolation: Isolation, stop: threading.Event,
+    decoder: ImageDecoder, given: str | Source, sampling: Sampling, isolation: Isolation, stop: threading.Event,
 ) -> Generator[tuple[float, np.ndarray], None, ReadEnd | None]:
     """:func:`decoded_samples` run in a child process (see the module docstring); returns None when
     ``stop`` was set. Closing the generator kills the child."""
+    location = Source.of(given)
+    source = location.name  # errors name the masked source
     context = _context()
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(
         target=_child, name=CHILD_NAME, daemon=True,
-        args=(sender, decoder, source, sampling, isolation.memory_mb * 2**20, os.environ.get(FAULT_ENV)),
+        args=(sender, decoder, location, sampling, isolation.memory_mb * 2**20, os.environ.get(FAULT_ENV)),
     )
     shape = (3, decoder.preprocess.height, decoder.preprocess.width)
     frame_bytes = 1 + _FRAME_HEAD.size + 4 * math.prod(shape)
@@ -222,7 +226,7 @@ def _mapped_bytes() -> int:
 
 
 def _child(
-    sender: multiprocessing.connection.Connection, decoder: ImageDecoder, source: str, sampling: Sampling,
+    sender: multiprocessing.connection.Connection, decoder: ImageDecoder, source: Source, sampling: Sampling,
     memory_bytes: int, fault: str | None,
 ) -> None:
     """The child process: limits, then :func:`decoded_samples`, each item sent as bytes."""
@@ -247,7 +251,7 @@ def _child(
     except (DeepfakeEdgeError, MemoryError) as exc:
         # The limit shows as a MemoryError, or as our error wrapping one (PIL, FFmpeg's ENOMEM).
         memory = isinstance(exc, MemoryError) or isinstance(exc.__cause__, MemoryError)
-        report = {"type": type(exc).__name__, "source": getattr(exc, "source", source),
+        report = {"type": type(exc).__name__, "source": getattr(exc, "source", source.name),
                   "reason": getattr(exc, "reason", None) or str(exc) or type(exc).__name__, "memory": memory}
         sender.send_bytes(b"X" + json.dumps(report).encode())
     finally:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from ..credentials import Source
 from ..errors import (
     ImageTooLargeError,
     VideoDecodeError,
@@ -130,10 +131,13 @@ class TimeSampler:
         return True
 
 
-def _check_local(source: str) -> None:
-    """Refuse, before FFmpeg blocks on it, a missing path, a folder, an empty file or a FIFO/socket (not a device)."""
+def _check_local(path: str, source: str) -> None:
+    """Refuse, before FFmpeg blocks on it, a path that is missing, a folder, empty, or a FIFO/socket.
+
+    Character devices (``/dev/video0``) are FFmpeg's to open. ``source`` names it in errors.
+    """
     try:
-        info = os.stat(source)
+        info = os.stat(path)
     except FileNotFoundError as exc:
         raise VideoOpenError(source, "no such file") from exc
     except OSError as exc:
@@ -148,14 +152,15 @@ def _check_local(source: str) -> None:
         raise VideoDecodeError(source, "empty file (0 bytes)")
 
 
-def _read_error(source: str, exc: Exception, *, what: str, timeout_s: float, waited_s: float) -> VideoSourceError:
-    """An FFmpeg error, raised ``waited_s`` into an open or a read, as ours.
+def _read_error(src: Source, exc: Exception, *, what: str, timeout_s: float, waited_s: float) -> VideoSourceError:
+    """An FFmpeg error, raised ``waited_s`` into an open or a read, as ours (its text, which repeats URLs, scrubbed).
 
     FFmpeg reports its interrupt (our timeout) as "exit requested", or as whatever the demuxer makes of it
     (RTSP's, on a server that never answers, says "invalid data"): an error at or after the deadline is the timeout.
     """
     import av
 
+    source, detail = src.name, src.scrub(str(getattr(exc, "strerror", None) or exc))
     if isinstance(exc, (av.error.ExitError, TimeoutError)) or waited_s >= timeout_s * _AT_DEADLINE:
         silent = "no answer from the server" if what == "open" and is_url(source) else "no data"
         return VideoTimeoutError(source, f"{silent} within the {what} timeout of {timeout_s:g} s")
@@ -165,12 +170,12 @@ def _read_error(source: str, exc: Exception, *, what: str, timeout_s: float, wai
         return VideoDecodeError(source, "ends before any video data (an empty or cut-off container)")
     if isinstance(exc, av.error.InvalidDataError):
         return VideoDecodeError(source, f"{'not a recognised video format' if what == 'open' else 'corrupt data'} "
-                                        f"({exc.strerror or exc})")
+                                        f"({detail})")
     if isinstance(exc, av.error.FFmpegError) and what != "open":
-        return VideoDecodeError(source, f"the source broke ({exc.strerror or exc})")
+        return VideoDecodeError(source, f"the source broke ({detail})")
     if isinstance(exc, av.error.FFmpegError) and exc.errno in (errno.EIO, errno.ENOMEM) and not is_url(source):
-        return VideoDecodeError(source, f"a cut-off or corrupt container ({exc.strerror or exc})")
-    return VideoOpenError(source, f"cannot open ({getattr(exc, 'strerror', None) or exc})")
+        return VideoDecodeError(source, f"a cut-off or corrupt container ({detail})")
+    return VideoOpenError(source, f"cannot open ({detail})")
 
 
 class VideoReader:
@@ -180,28 +185,31 @@ class VideoReader:
     the [video] extra). Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, source: str, sampling: Sampling = Sampling(), *, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    def __init__(self, source: str | Source, sampling: Sampling = Sampling(), *,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
         require_extra("video")
         import av
 
-        self.source = source
+        self._location = location = Source.of(source)
+        self.source = source = location.name  # what errors and results show: the password masked
         self.sampling = sampling
         self.max_pixels = max_pixels
         self.position = 0.0  # end (s) of the last frame decoded: how much video has been seen
         self.decoded = 0  # frames decoded so far
         self.capped = False  # True when the read stopped at ``sampling.end`` and the video went on
+        url = location.secret_url(VideoOpenError)
         if not is_url(source):
-            _check_local(source)
+            _check_local(url, source)
         options = {"rtsp_transport": "tcp"} if source.lower().startswith(("rtsp://", "rtsps://")) else {}
         # FFmpeg does not probe capture devices: V4L2 must be named, as `ffmpeg -f v4l2 -i /dev/video0`.
         device = "v4l2" if source.startswith("/dev/video") else None
         started = time.monotonic()
         try:
             self._container: av.container.InputContainer = av.open(
-                source, format=device, timeout=(sampling.open_timeout_s, sampling.read_timeout_s), options=options)
+                url, format=device, timeout=(sampling.open_timeout_s, sampling.read_timeout_s), options=options)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise _read_error(source, exc, what="open", timeout_s=sampling.open_timeout_s,
-                              waited_s=time.monotonic() - started) from exc
+            raise _read_error(location, exc, what="open", timeout_s=sampling.open_timeout_s,
+                              waited_s=time.monotonic() - started) from location.cause(exc)
         try:
             self.stream = self._video_stream()
         except (VideoSourceError, ImageTooLargeError):
@@ -334,8 +342,8 @@ class VideoReader:
                         yield time_s, frame
                 asked = time.monotonic()
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise _read_error(self.source, exc, what="read", timeout_s=sampling.read_timeout_s,
-                              waited_s=time.monotonic() - asked) from exc
+            raise _read_error(self._location, exc, what="read", timeout_s=sampling.read_timeout_s,
+                              waited_s=time.monotonic() - asked) from self._location.cause(exc)
         self._check_complete()
 
     def _check_complete(self) -> None:
@@ -372,20 +380,20 @@ class VideoReader:
 
 
 def sample_frames(
-    source: str, sampling: Sampling = Sampling(), *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    source: str | Source, sampling: Sampling = Sampling(), *, max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> Iterator[tuple[float, Image.Image]]:
     """(time in s, upright RGB image) of each sampled frame of ``source`` (see :meth:`VideoReader.samples`)."""
     with VideoReader(source, sampling, max_pixels=max_pixels) as reader:
         yield from reader.samples()
 
 
-def expected_samples(source: str, sampling: Sampling = Sampling()) -> int | None:
+def expected_samples(source: str | Source, sampling: Sampling = Sampling()) -> int | None:
     """How many frames :func:`sample_frames` should yield for a file (reads only its header), for a progress bar.
 
     None when unknown: a URL, ``--keyframes``, no declared duration, or a file that cannot be opened
     (the scan itself reports why).
     """
-    if is_url(source) or sampling.keyframes:
+    if is_url(str(source)) or sampling.keyframes:
         return None
     try:
         with VideoReader(source, sampling, max_pixels=None) as reader:

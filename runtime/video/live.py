@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from ..credentials import Source
 from ..errors import VideoSourceError
 from ..images import DEFAULT_MAX_PIXELS
 from .frames import Sampling, TimeSampler, VideoReader, is_url
@@ -116,12 +117,13 @@ LiveEvent = StatusChange | VideoSourceError | float
 class LiveReader:
     """Reads ``source`` in a thread; :meth:`take` returns the newest sampled frame, :meth:`events`
     the status changes and the outcome. ``notify`` is called (from the thread) whenever either
-    has something new, so one consumer can wait for several readers.
+    has something new, so one consumer can wait for several readers. ``self.source`` is the
+    name to show (password masked); what is opened stays inside.
     """
 
     def __init__(
         self,
-        source: str,
+        source: str | Source,
         sampling: Sampling | None = None,
         reconnect: Reconnect | None = None,
         *,
@@ -129,7 +131,8 @@ class LiveReader:
         notify: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.source = source
+        self._location = Source.of(source)
+        self.source = self._location.name
         self.sampling = sampling or Sampling()
         self.reconnect = reconnect or Reconnect()
         self.max_pixels = max_pixels
@@ -148,7 +151,7 @@ class LiveReader:
         self._last_time = 0.0
         self._finite = False  # set once a session found a file served over HTTP
         self._position = 0.0  # seconds of a finite source read so far
-        self._thread = threading.Thread(target=self._run, name=f"deepfake-edge-live {source}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"deepfake-edge-live {self.source}", daemon=True)
 
     # -- the consumer's side ------------------------------------------------
     def start(self) -> LiveReader:
@@ -235,7 +238,7 @@ class LiveReader:
         ended, else (the error that ended the session, whether it delivered a frame)."""
         delivered = False
         try:
-            reader = VideoReader(self.source, self.sampling, max_pixels=self.max_pixels)
+            reader = VideoReader(self._location, self.sampling, max_pixels=self.max_pixels)
         except VideoSourceError as exc:
             return exc, False
         anchor: float | None = None

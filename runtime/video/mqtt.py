@@ -14,6 +14,11 @@ topic                          QoS    retain  payload
 ``<prefix>/<camera>/summary``  1      no      the source's summary when it stops
 =============================  =====  ======  =============================================
 
+Credentials: ``mqtt://user@host/prefix`` logs in as ``user`` with the password from
+:func:`mqtt_password` (``DEEPFAKE_EDGE_MQTT_PASSWORD`` or a private file), never from the
+URL, which ``ps`` shows to every local user. ``mqtts://`` (port 8883) speaks TLS and
+verifies the broker's certificate against the system's CAs or ``ca_file``.
+
 Publishing never blocks the caller: paho's network thread does the I/O, and
 its outbox of QoS 1 messages is bounded (``outbox``); a full outbox or an
 unconnected client drops the message and counts it. Reconnects use paho's
@@ -25,15 +30,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import ssl
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from ..credentials import mask_url, read_private_text
+from ..errors import CredentialError
 from ..extras import require_extra
 from .alerts import Alert
 from .live import StatusChange
@@ -44,10 +54,15 @@ if TYPE_CHECKING:
 
     from .watch import LiveItem
 
-__all__ = ["DEFAULT_PREFIX", "MqttPublisher", "MqttSink", "MqttTarget", "camera_name", "mqtt_target", "topic_level"]
+__all__ = [
+    "DEFAULT_PREFIX", "PASSWORD_VARIABLE", "MqttPublisher", "MqttSink", "MqttTarget", "camera_name", "mqtt_password",
+    "mqtt_target", "topic_level",
+]
 
 DEFAULT_PREFIX = "deepfake-edge"
 DEFAULT_PORT = 1883
+DEFAULT_TLS_PORT = 8883
+PASSWORD_VARIABLE = "DEEPFAKE_EDGE_MQTT_PASSWORD"  # noqa: S105 - the variable's name, not a password
 
 # MQTT forbids wildcards (+ #) and "/" inside a level; Frigate and Home Assistant names
 # keep to letters, digits, "_" and "-", which also reads well in a topic.
@@ -56,26 +71,74 @@ _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 @dataclass(frozen=True)
 class MqttTarget:
-    """Where to publish: ``mqtt://host[:port][/prefix]``."""
+    """Where to publish: ``mqtt[s]://[user@]host[:port][/prefix]``; ``tls`` for ``mqtts``. No password here."""
 
     host: str
     port: int = DEFAULT_PORT
     prefix: str = DEFAULT_PREFIX
+    username: str | None = None
+    tls: bool = False
+
+    @property
+    def where(self) -> str:
+        """How log lines name the broker (never a password: the target holds none)."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 def mqtt_target(text: str) -> MqttTarget:
-    """The argument type of ``--mqtt``: ``mqtt://host[:port][/prefix]`` (port 1883, prefix deepfake-edge)."""
+    """The argument type of ``--mqtt``: ``mqtt[s]://[user@]host[:port][/prefix]``
+    (port 1883, or 8883 for ``mqtts``; prefix deepfake-edge). A password in the URL is refused."""
+    shown = mask_url(text)
+    if shown != text:
+        raise argparse.ArgumentTypeError(
+            f"{shown}: a password in the --mqtt URL would be visible to every local user (ps); give it in "
+            f"{PASSWORD_VARIABLE} or --mqtt-password-file instead")
     parts = urlsplit(text)
+    tls = parts.scheme == "mqtts"
     try:
-        port = parts.port or DEFAULT_PORT
+        port = parts.port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT)
     except ValueError:
         port = -1
     prefix = parts.path.strip("/")
-    if parts.scheme != "mqtt" or not parts.hostname or port < 1:
-        raise argparse.ArgumentTypeError(f"expected mqtt://host[:port][/prefix], got {text!r}")
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or port < 1:
+        raise argparse.ArgumentTypeError(f"expected mqtt[s]://[user@]host[:port][/prefix], got {text!r}")
     if any(char in text for char in "+#?\0") or "//" in prefix:  # '#' and '?' would end the URL's path
         raise argparse.ArgumentTypeError(f"the topic prefix may not hold '+', '#' or empty levels, got {prefix!r}")
-    return MqttTarget(parts.hostname, port, prefix or DEFAULT_PREFIX)
+    username = unquote(parts.username) if parts.username else None
+    return MqttTarget(parts.hostname, port, prefix or DEFAULT_PREFIX, username, tls)
+
+
+def mqtt_password(password_file: str | os.PathLike[str] | None = None) -> str | None:
+    """The broker password: the first line of ``password_file`` (which group and others may not read),
+    else ``$DEEPFAKE_EDGE_MQTT_PASSWORD``, else None. Raises ``CredentialError`` for a bad file."""
+    if password_file is not None:
+        lines = read_private_text(password_file, "MQTT password file").splitlines()
+        if not lines or not lines[0]:
+            raise CredentialError(str(password_file), "the MQTT password file is empty; its first line is the password")
+        return lines[0]
+    return os.environ.get(PASSWORD_VARIABLE) or None
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails: paho (2.2) leaves that socket open, one per attempt."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def tls_context(*, ca_file: str | os.PathLike[str] | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """The client's TLS context: the broker's certificate and name verified against ``ca_file``
+    (else the system's CAs); ``insecure`` verifies nothing (the caller warns)."""
+    context = ssl.create_default_context(cafile=None if ca_file is None else os.fspath(ca_file))
+    context.sslsocket_class = _ClosingSSLSocket
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def topic_level(name: str) -> str:
@@ -98,7 +161,8 @@ def camera_name(source: str) -> str:
 class MqttPublisher:
     """Publishes JSON payloads for named cameras; see the module docstring for topics.
 
-    ``log`` receives one line per connection change (for stderr). Thread-safe;
+    ``password`` logs in as ``target.username``; ``tls`` (needed by ``mqtts``, see :func:`tls_context`)
+    encrypts. ``log`` receives one line per connection change (for stderr). Thread-safe;
     call :meth:`close` at the end (it waits at most ``flush_timeout`` s for QoS 1
     messages still in flight).
     """
@@ -111,6 +175,8 @@ class MqttPublisher:
         keepalive: int = 10,
         max_reconnects: int = 5,
         outbox: int = 1000,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
         log: Callable[[str], None] = lambda _line: None,
     ) -> None:
         require_extra("mqtt")
@@ -124,6 +190,7 @@ class MqttPublisher:
         self._log = log
         self._failures = 0
         self._gave_up = False
+        self._refused = False  # the broker refused the last CONNECT: its disconnect is not a second failure
         self._lock = threading.Lock()
         self._pending: deque[Any] = deque(maxlen=outbox)  # QoS 1 MQTTMessageInfo, for close()
         self.connected = threading.Event()
@@ -132,6 +199,13 @@ class MqttPublisher:
         client.max_queued_messages_set(outbox)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.will_set(self.topic("available"), "offline", qos=1, retain=True)
+        if password is not None and target.username is None:
+            raise CredentialError(target.where, "a password needs a user name: mqtt[s]://USER@host/...")
+        if target.username is not None:
+            client.username_pw_set(target.username, password)
+        if target.tls:
+            client.tls_set_context(tls or tls_context())
+            client.tls_insecure_set(tls is not None and tls.verify_mode == ssl.CERT_NONE)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -149,26 +223,37 @@ class MqttPublisher:
     # -- paho callbacks (its network thread) -------------------------------
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            self._failed(f"refused ({reason})")
+            hint = ""
+            if str(reason).lower() in ("not authorized", "bad user name or password"):
+                hint = f": check the user name and the password ({PASSWORD_VARIABLE} or --mqtt-password-file)"
+            self._refused = True
+            self._failed(f"refused ({reason}{hint})")
             return
         self._failures = 0
         self.connected.set()
-        self._log(f"mqtt: connected to {self.target.host}:{self.target.port}")
+        self._log(f"mqtt: connected to {self.target.where}")
         client.publish(self.topic("available"), "online", qos=1, retain=True)
 
     def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
-        self._failed("cannot connect")
+        # paho calls this inside its ``except OSError`` around the connect: that error says why.
+        error = sys.exc_info()[1]
+        if isinstance(error, ssl.SSLCertVerificationError):
+            self._failed(f"the broker's TLS certificate is not trusted ({error.verify_message}); "
+                         "give its CA with --mqtt-ca FILE")
+        else:
+            self._failed("cannot connect" + (f" ({error})" if error is not None else ""))
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.connected.clear()
-        if self._gave_up or not reason.is_failure:
-            return  # our own disconnect()
+        refused, self._refused = self._refused, False
+        if self._gave_up or not reason.is_failure or refused:
+            return  # our own disconnect(), or the end of a refused connect (counted in _on_connect)
         self._failed(f"connection lost ({reason})")
 
     def _failed(self, what: str) -> None:
         self.connected.clear()
         self._failures += 1
-        where = f"{self.target.host}:{self.target.port}"
+        where = self.target.where
         if self._failures > self.max_reconnects:
             self._gave_up = True
             self._log(f"mqtt: {where}: {what}; giving up after {self.max_reconnects} reconnects, "

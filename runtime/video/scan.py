@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..credentials import Source
 from ..detector import Detector
 from ..errors import DeepfakeEdgeError, VideoDecodeError
 from ..evidence import DEFAULT_HOTSPOTS, Hotspot
@@ -175,10 +176,10 @@ _END = object()
 
 
 def _decode_worker(
-    detector: Detector, source: str, options: ScanOptions, out: queue.Queue[object], stop: threading.Event
+    detector: Detector, location: Source, options: ScanOptions, out: queue.Queue[object], stop: threading.Event
 ) -> None:
-    """Open, sample and preprocess ``source`` (here or in a child process); put (time, tensor), then an error
-    or the end (a ``ReadEnd``)."""
+    """Open, sample and preprocess ``location`` (here or in a child process); put (time, tensor), then an
+    error or the end (a ``ReadEnd``)."""
 
     def put(item: object) -> bool:
         while not stop.is_set():
@@ -191,8 +192,9 @@ def _decode_worker(
 
     decoder = detector.image_decoder
     samples: Generator[tuple[float, np.ndarray], None, ReadEnd | None] = (
-        decoded_samples(decoder, source, options.sampling, keep_frames=options.evidence) if options.isolation is None
-        else isolated_samples(decoder, source, options.sampling, options.isolation, stop))
+        decoded_samples(decoder, location, options.sampling, keep_frames=options.evidence)
+        if options.isolation is None
+        else isolated_samples(decoder, location, options.sampling, options.isolation, stop))
     try:
         with contextlib.closing(samples):
             while True:
@@ -211,10 +213,12 @@ def _decode_worker(
 
 
 def scan(
-    detector: Detector, source: str, options: ScanOptions | None = None, *, stop: threading.Event | None = None,
+    detector: Detector, source: str | Source, options: ScanOptions | None = None, *,
+    stop: threading.Event | None = None,
 ) -> Generator[ScanItem, None, None]:
     """Classify the sampled frames of ``source``: a ``FrameResult`` per frame, then a ``VideoSummary``,
-    or a ``VideoError`` (after the frames classified before the source broke).
+    or a ``VideoError`` (after the frames classified before the source broke). Items name the source
+    by its masked name (``rtsp://admin:***@cam/live``).
 
     Raises ``UnsupportedBundleError`` if the bundle has no manipulation-score rule, before reading anything.
     Closing the generator early stops the decode thread; so does setting ``stop`` (from another
@@ -229,9 +233,11 @@ def scan(
     threshold = detector.threshold if detector.threshold is not None else DEFAULT_SEGMENT_THRESHOLD
     peaks = PeakTracker(threshold) if options.evidence else None
     aggregate(options.aggregate, [])  # an unknown method fails now, not after the whole video
+    location = Source.of(source)
+    source = location.name
     stop = stop or threading.Event()
     items: queue.Queue[object] = queue.Queue(maxsize=options.queue_size)
-    worker = threading.Thread(target=_decode_worker, args=(detector, source, options, items, stop),
+    worker = threading.Thread(target=_decode_worker, args=(detector, location, options, items, stop),
                               name=f"deepfake-edge-decode {source}", daemon=True)
     worker.start()
     frames: list[FrameResult] = []

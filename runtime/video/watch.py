@@ -16,6 +16,7 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+from ..credentials import Source
 from ..detector import Detector
 from ..errors import DeepfakeEdgeError, VideoDecodeError
 from ..evidence import DEFAULT_HOTSPOTS
@@ -89,10 +90,13 @@ class _Source:
 
 
 def watch(
-    detector: Detector, sources: Sequence[str], options: LiveOptions | None = None, *,
+    detector: Detector, sources: Sequence[str | Source], options: LiveOptions | None = None, *,
     stop: threading.Event | None = None,
 ) -> Iterator[LiveItem]:
     """Classify the newest frame of each live source until it ends; see the module docstring.
+
+    Every item names its source by the masked name (``rtsp://admin:***@cam/live``); the URL
+    itself, placeholders filled, reaches only FFmpeg.
 
     Set ``stop`` (from a signal handler, another thread) to end every source now: each
     still gets its summary. Closing the generator early stops the reader threads.
@@ -107,9 +111,9 @@ def watch(
     wake = threading.Event()
     active = [
         _Source(LiveReader(source, options.sampling, options.reconnect, max_pixels=detector.max_pixels,
-                           notify=wake.set), AlertTracker(source, rule),
+                           notify=wake.set), AlertTracker(source.name, rule),
                 peaks=AlertPeaks(rule.n, threshold) if options.evidence else None)
-        for source in dict.fromkeys(sources)
+        for source in dict.fromkeys(map(Source.of, sources))
     ]
     deadline = None if options.duration is None else time.monotonic() + options.duration
     for item in active:
@@ -125,6 +129,9 @@ def watch(
                 outcome = yield from _step(detector, item, options)
                 if outcome is not None:
                     active.remove(item)
+                    # a source done at max_frames still has its reader decoding: a thread left in
+                    # FFmpeg when the interpreter exits can crash the process (SIGSEGV, seen under load)
+                    item.reader.stop()
                     yield from _finish(detector, item, options, outcome)
         _stop_all(active)
         for item in active:
