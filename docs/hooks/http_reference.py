@@ -23,7 +23,6 @@ _DOCUMENT: dict[str, Any] | None = None
 
 def _tiny_bundle(folder: Path) -> None:
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weights = numpy_helper.from_array(np.array([[1, -1], [0, 1], [-1, 0]], dtype=np.float32), "w")
