@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 MARKER = "<!-- cli-reference -->"
-WIDTH = "100"  # argparse wraps to $COLUMNS; fixed so the page does not depend on the build terminal
+WIDTH = "88"  # argparse wraps to $COLUMNS; fixed so the page does not depend on the build terminal
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
