@@ -5,8 +5,8 @@ hook writes a minimal real bundle (a 2-label ONNX graph made with ``onnx.helper`
 schema does not depend on the model), loads it with ``Detector``, builds the FastAPI app
 with ``deepfake_edge.serve.create_app`` (with an API key, as ``serve`` runs by default) and
 renders ``app.openapi()``: every path, method, parameter and response. The whole document
-is also written to the site as ``reference/openapi.json``. Needs the ``[serve]`` and
-``onnx`` packages (``.[all]``), as the CI venv has.
+is also written to the site as ``reference/openapi.json``. Needs the ``[docs]`` extra
+(which brings ``[serve]`` and ``onnx``).
 """
 
 from __future__ import annotations
