@@ -13,7 +13,7 @@ so the schema lives in exactly one place. Example (abridged)::
         "fp32": {"file": "model.onnx", "sha256": "...", "bytes": 346000000,
                  "recipe": {"name": "fp32", "description": "..."},
                  "batch_invariant": true, "fidelity": null},
-        "int8": {..., "batch_invariant": false,
+        "int8": {..., "batch_invariant": true,
                  "fidelity": {"label_agreement": 1.0, "max_abs_dp": 0.01, ...}}
       },
       "validation": {...}, "versions": {...}
