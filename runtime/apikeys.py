@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .credentials import refuse_shared
 from .errors import CredentialError
 
 __all__ = [
@@ -59,10 +60,7 @@ def check_private_file(path: str | os.PathLike[str], info: os.stat_result, what:
     """Refuse ``path`` (described as ``what``) unless it is a regular file only its owner can access."""
     if not stat.S_ISREG(info.st_mode):
         raise CredentialError(str(path), f"the {what} is not a regular file")
-    if info.st_mode & 0o077:
-        raise CredentialError(str(path), f"the {what} is accessible by group or others (mode "
-                                         f"{stat.S_IMODE(info.st_mode):04o}); refused, as ssh refuses such a key. "
-                                         f"Fix it with: chmod 600 {path}")
+    refuse_shared(path, info, what)
 
 
 def _parse_keys(candidates: Iterable[str], origin: str) -> list[str]:

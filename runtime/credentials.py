@@ -190,6 +190,15 @@ class Source:
         return text
 
 
+def refuse_shared(path: str | os.PathLike[str], info: os.stat_result, what: str) -> None:
+    """Refuse ``path`` (its ``stat``; ``what`` names it) when group or others may access it, as ssh
+    refuses such a key: the message names the file, its mode and the ``chmod`` that fixes it."""
+    if info.st_mode & 0o077:
+        raise CredentialError(str(path), f"the {what} is accessible by group or others (mode "
+                                         f"{stat.S_IMODE(info.st_mode):04o}); refused, as ssh refuses such a key. "
+                                         f"Fix it with: chmod 600 {path}")
+
+
 def read_private_text(path: str | os.PathLike[str], what: str) -> str:
     """The text of a file holding secrets (``what`` says which, for messages).
 
@@ -200,10 +209,8 @@ def read_private_text(path: str | os.PathLike[str], what: str) -> str:
     location = Path(path)
     try:
         info = location.stat()
-        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
-            raise CredentialError(str(location), f"the {what} is accessible by group or others (mode "
-                                                 f"{stat.S_IMODE(info.st_mode):04o}); refused, as ssh refuses "
-                                                 f"such a key. Fix it with: chmod 600 {location}")
+        if stat.S_ISREG(info.st_mode):
+            refuse_shared(location, info, what)
         return location.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CredentialError(str(location), f"cannot read the {what} ({getattr(exc, 'strerror', None) or exc})"

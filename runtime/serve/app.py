@@ -135,8 +135,8 @@ def create_app(detector: Detector, config: ServeConfig | None = None, *, api_key
         """
         return await service.answer("batch", service.classify_batch, request)
 
-    @app.post("/v1/classify/video", responses=VIDEO_RESPONSES, summary="Classify a video clip", tags=["classify"],
-              dependencies=guard)
+    @app.post("/v1/classify/video", responses={**VIDEO_RESPONSES, **auth_refusals}, summary="Classify a video clip",
+              tags=["classify"], dependencies=guard)
     async def classify_video(request: Request) -> Response:
         """Send the clip as the raw body (`Content-Type: video/...`) or as one multipart file part. Query:
         `fps` (sampled frames per second of video, default 1), `aggregate` (`mean` or `confident`).

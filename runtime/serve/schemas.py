@@ -20,8 +20,8 @@ class HotspotBody(BaseModel):
 class EvidenceBody(BaseModel):
     """Only with ``?evidence=1``: where in the image the decision comes from."""
 
-    grid: list[list[float]] = Field(description="Margin toward the positive label per patch, a list of rows of columns, "
-                                                "upright, 3 decimals; its mean is the image's margin.")
+    grid: list[list[float]] = Field(description="Margin toward the positive label per patch, a list of rows of "
+                                                "columns, upright, 3 decimals; its mean is the image's margin.")
     hotspots: list[HotspotBody] = Field(description="The cells leaning most toward the positive label, largest first.")
 
 
