@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .inputs import write_jpeg
+from .load_test import stop_server
 from .machine import describe_machine, summary_line
 
 __all__ = ["first_answer", "main"]
@@ -68,12 +69,7 @@ def first_answer(bundle: Path, photo: Path, *, variant: str | None, timeout: flo
             time.sleep(POLL_S)  # refused (not listening yet) or 503 (warming up): ask again
         raise TimeoutError(f"no answer from {' '.join(argv)} within {timeout:.0f} s")
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
+        stop_server(server)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,6 +75,16 @@ def _get(host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, by
         conn.close()
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (uvicorn drains and exits), then SIGKILL if it has not within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 @contextmanager
 def spawned_server(
     bundle: Path, serve_args: Sequence[str], *, startup_timeout_s: float = 120.0
@@ -101,12 +111,7 @@ def spawned_server(
             time.sleep(0.1)
         yield host, port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
         if proc.stderr is not None:
             proc.stderr.close()
 
