@@ -135,7 +135,13 @@ def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto, index: int, pv_int8: 
     # V: int8 per channel over the tokens. Dividing first lets one per-tensor QuantizeLinear
     # do it (its per-axis form along the last axis was 10x slower). fp32 P·V keeps V as it is.
     v = b.add_bias(node.input[2], v_bias, "v")
+    v_mean = None
     if pv_int8:
+        # V minus its mean over tokens, added back after P·V: exact, since each row of P sums
+        # to 1. The mass rounding takes from P (small probabilities become 0) then no longer
+        # pulls the output towards 0 by the mean; and V loses its channel offsets.
+        v_mean = b.op("ReduceMean", [v, "dfe_att_tokens"], "v_mean", keepdims=1)
+        v = b.op("Sub", [v, v_mean], "v_centered")
         v_amax = b.op("ReduceMax", [b.op("Abs", [v], "v_abs"), "dfe_att_tokens"], "v_amax", keepdims=1)
         v_scale = b.op("Mul", [b.op("Max", [v_amax, "dfe_att_eps"], "v_amax_eps"), "dfe_att_inv127"], "v_scale")
         v = b.op("QuantizeLinear", [b.op("Div", [v, v_scale], "v_unit"), "dfe_att_one", "dfe_att_zp_s8"], "v_q")
@@ -166,7 +172,11 @@ def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto, index: int, pv_int8: 
                             domain=MS_DOMAIN))
     context = b.op("Transpose", [b.op("Concat", outputs, "heads", axis=1)], "context_t", perm=[0, 2, 1, 3])
     merged = b.const("merged_shape", np.array([0, 0, -1], np.int64))
-    b.nodes.append(helper.make_node("Reshape", [context, merged], [node.output[0]], name=f"{b.prefix}/merge"))
+    if v_mean is None:
+        b.nodes.append(helper.make_node("Reshape", [context, merged], [node.output[0]], name=f"{b.prefix}/merge"))
+    else:
+        merged_out = b.op("Reshape", [context, merged], "merge")
+        b.nodes.append(helper.make_node("Add", [merged_out, v_mean], [node.output[0]], name=f"{b.prefix}/uncenter"))
     return b
 
 

@@ -85,8 +85,7 @@ def _log_fusions(ctx: BuildContext, fusions: dict[str, Any]) -> None:
 
 def build_int8(ctx: BuildContext) -> dict[str, Any]:
     if not ctx.tune:
-        model, record = untuned_int8(onnx.load(ctx.fp32), ctx.stats.ranges, ctx.num_heads, ctx.hidden_size,
-                                     attention=ctx.attention)
+        model, record = untuned_int8(onnx.load(ctx.fp32), ctx.stats.ranges, ctx.num_heads, ctx.hidden_size)
         _log_fusions(ctx, record)
         onnx.save(model, ctx.out)
         return record
@@ -123,16 +122,9 @@ def build_int8(ctx: BuildContext) -> dict[str, Any]:
                 break
             count = count * 2 if count * 2 <= cap or count == cap else cap
     model, quantized = quantize_per_token(smoothed, exclude=excluded, weights=weights)
-    # -- hook (attention_int8): the attention precision, applied last; the search above ran with fp32
-    # attention, so the calibration fidelity is measured again on what is saved.
-    model, attention_record = with_attention(model, ctx.attention)
-    if ctx.attention != ATTENTION_FP32:
-        fidelity = calibration_fidelity(model, ctx)
-        ctx.log(f"   attention in {ctx.attention}: {summary(fidelity)}")
     onnx.save(model, ctx.out)
     return {
         **fusions,
-        **attention_record,
         "smoothing_alpha": tuned.alpha,
         "smoothing_search": tuned.tried,
         "weight_rounding": "gptq" if weights else "nearest",

@@ -34,7 +34,6 @@ import onnx
 from deepfake_edge.extras import importable
 from deepfake_edge.session import INPUT_NAME
 
-from .attention_int8 import ATTENTION_FP32
 from .calibration import CalibrationStats
 from .effort import DEFAULT_EFFORT, EFFORTS, Effort
 from .fidelity import FidelityBudget
@@ -68,7 +67,6 @@ class BuildContext:
     effort: Effort = EFFORTS[DEFAULT_EFFORT]  # how hard the search looks (when ``tune``)
     memo: TuningMemo = field(default_factory=TuningMemo)  # shared by the recipes of one export
     keep_fp32: int = 0               # int8: at least this many most-sensitive MatMuls stay fp32
-    attention: str = ATTENTION_FP32  # int8: precision of the fused attention ("fp32" or "int8", attention_int8)
     log: Callable[[str], None] = print
 
 
@@ -201,7 +199,7 @@ RECIPES: dict[str, Recipe] = {
                "fused into MultiHeadAttention and kept fp32, GELUs fused into FastGelu/BiasGelu; the most "
                "sensitive layers stay fp32 if needed to meet the fidelity budget.",
                build_int8, batch_invariant=True, gated=True,
-               settings={"method": "deepfake_edge per-token int8 (MatMulIntegerToFloat)"}),
+               settings={"method": "deepfake_edge per-token int8 (MatMulIntegerToFloat)", "attention": "fp32"}),
         Recipe("int8-ort", "model_int8_ort.onnx",
                "Baseline: onnxruntime quantize_dynamic, per-channel weights, MatMul only (MatMulConstBOnly), "
                "one activation scale per tensor per run (so it runs one image at a time).",
