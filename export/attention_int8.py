@@ -40,6 +40,8 @@ _CONSTANTS = {
     "dfe_att_zp_u8_128": np.array(128, np.uint8),
     "dfe_att_last": np.array([-1], np.int64),
     "dfe_att_tokens": np.array([1], np.int64),
+    "dfe_att_two": np.array([2], np.int64),
+    "dfe_att_one_i64": np.array([1], np.int64),
     "dfe_att_flat": np.array([-1], np.int64),
 }
 
@@ -86,6 +88,17 @@ class _Builder:
     def add_bias(self, x: str, bias: np.ndarray | None, name: str) -> str:
         return x if bias is None else self.op("Add", [x, self.const(f"{name}_bias", bias)], f"{name}_biased")
 
+    def mean_row(self, x: str) -> str:
+        """A [1, T] row of 1/T for ``x`` [N, T, C]: ``MatMul(row, x)`` is the mean over tokens, [N, 1, C].
+
+        onnxruntime 1.32 reduces over a middle axis slowly: ``ReduceMean`` over the
+        tokens of a [1, 1024, 768] tensor took 1.0 ms, this GEMV 0.07 ms.
+        """
+        tokens = self.op("Slice", [self.op("Shape", [x], "x_shape"), "dfe_att_tokens", "dfe_att_two"], "tokens")
+        ones = self.op("ConstantOfShape", [self.op("Concat", ["dfe_att_one_i64", tokens], "row_shape", axis=0)],
+                       "ones", value=numpy_helper.from_array(np.array([1.0], np.float32)))
+        return self.op("Div", [ones, self.op("Cast", [tokens], "count", to=onnx.TensorProto.FLOAT)], "mean_row")
+
     def per_row(self, x4: str, name: str, signed: bool) -> tuple[str, str]:
         """``x4`` [N, T, H, D] -> (int8 or uint8 [N, T, H, D], scale [N, T, H, 1]): one scale per token and head.
 
@@ -126,8 +139,8 @@ def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto, index: int, pv_int8: 
     q_scale_t = b.op("Transpose", [q_scale], "q_scale_t", perm=[0, 2, 1, 3])  # [N, H, T, 1]
 
     # K: minus its mean over tokens (exact for the softmax; the K bias cancels), int8 per (token, head).
-    k = b.op("Sub", [node.input[1], b.op("ReduceMean", [node.input[1], "dfe_att_tokens"], "k_mean", keepdims=1)],
-             "k_centered")
+    mean_row = b.mean_row(node.input[1])
+    k = b.op("Sub", [node.input[1], b.op("MatMul", [mean_row, node.input[1]], "k_mean")], "k_centered")
     k_q, k_scale = b.per_row(b.op("Reshape", [k, split_heads], "k_heads"), "k", signed=True)
     k_t = b.op("Transpose", [k_q], "k_t", perm=[0, 2, 3, 1])  # [N, H, D, T]
     k_scale_t = b.op("Transpose", [k_scale], "k_scale_t", perm=[0, 2, 3, 1])  # [N, H, 1, T]
@@ -140,9 +153,12 @@ def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto, index: int, pv_int8: 
         # V minus its mean over tokens, added back after P·V: exact, since each row of P sums
         # to 1. The mass rounding takes from P (small probabilities become 0) then no longer
         # pulls the output towards 0 by the mean; and V loses its channel offsets.
-        v_mean = b.op("ReduceMean", [v, "dfe_att_tokens"], "v_mean", keepdims=1)
+        v_mean = b.op("MatMul", [mean_row, v], "v_mean")
         v = b.op("Sub", [v, v_mean], "v_centered")
-        v_amax = b.op("ReduceMax", [b.op("Abs", [v], "v_abs"), "dfe_att_tokens"], "v_amax", keepdims=1)
+        # max |V| over the tokens, reduced along the last axis of Vᵀ: 0.6 ms against 1.1 ms over the middle axis
+        v_abs_t = b.op("Transpose", [b.op("Abs", [v], "v_abs")], "v_abs_t", perm=[0, 2, 1])
+        v_amax = b.op("Transpose", [b.op("ReduceMax", [v_abs_t, "dfe_att_last"], "v_amax_t", keepdims=1)], "v_amax",
+                      perm=[0, 2, 1])  # [N, 1, C]
         v_scale = b.op("Mul", [b.op("Max", [v_amax, "dfe_att_eps"], "v_amax_eps"), "dfe_att_inv127"], "v_scale")
         v = b.op("QuantizeLinear", [b.op("Div", [v, v_scale], "v_unit"), "dfe_att_one", "dfe_att_zp_s8"], "v_q")
         v_scale_t = b.op("Transpose", [b.op("Reshape", [v_scale, split_heads], "v_scale_heads")], "v_scale_t",
