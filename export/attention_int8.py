@@ -16,7 +16,12 @@
   (4 MB at 1024 tokens) stay in cache between the GEMM, the softmax and the
   quantization. Batched over all heads at once the same ops were slower than
   the fused fp32 kernel (the 48 MB score tensor goes through memory four
-  times); split per head they took 0.76x its CPU time (docs/attention-int8.md).
+  times); split per head they took 0.85x its CPU time (docs/attention-int8.md).
+* V minus its mean over tokens, added back after P·V (exact: rows of P sum to 1).
+
+Not applied by any recipe: on the real-weights proxy it moved p99 |ΔP| above
+the ``int8`` budget for a 4-7 % saving (docs/attention-int8.md). The latency
+benchmark times it (variant ``int8-att8``).
 
 Every scale is per image, so the result does not depend on the rest of the batch.
 """
