@@ -28,6 +28,8 @@ Every scale is per image, so the result does not depend on the rest of the batch
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -201,13 +203,16 @@ def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto, index: int, pv_int8: 
     return b
 
 
-def quantize_attention(model: onnx.ModelProto, *, pv_int8: bool = True) -> tuple[onnx.ModelProto, int]:
+def quantize_attention(model: onnx.ModelProto, *, pv_int8: bool = True,
+                       exclude: Iterable[str] = ()) -> tuple[onnx.ModelProto, int]:
     """Return a copy of ``model`` with every fused MultiHeadAttention in int8, and how many were replaced.
 
-    ``pv_int8=False`` keeps P·V in fp32 (per head), quantizing only Q Kᵀ.
+    ``pv_int8=False`` keeps P·V in fp32 (per head), quantizing only Q Kᵀ;
+    ``exclude`` names MultiHeadAttention nodes to keep in fp32.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    targets = _mha_nodes(model)
+    kept = set(exclude)
+    targets = [node for node in _mha_nodes(model) if node.name not in kept]
     if not targets:
         return model, 0
     builders = [_rewrite(model, node, i, pv_int8) for i, node in enumerate(targets)]

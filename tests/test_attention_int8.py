@@ -144,6 +144,10 @@ def test_int8_attention_on_the_tiny_int8_model_replaces_every_fp32_attention(bin
     # per head: one int8 GEMM for Q Kᵀ and one for P V, next to the weight GEMMs already there
     assert ops["MatMulIntegerToFloat"] == before["MatMulIntegerToFloat"] + 2 * heads * layers
     assert ops["Softmax"] == heads * layers and ops["Split"] == 6 * layers
+    # a layer named in ``exclude`` keeps its fp32 attention
+    partial, partial_count = quantize_attention(int8, exclude=["dfe_mha_0"])
+    assert partial_count == 1 and [n.name for n in partial.graph.node if n.op_type == "MultiHeadAttention"] == [
+        "dfe_mha_0"]
     detector = Detector.load(binary_bundle, "fp32")
     x = detector.preprocess([item.image for item in heldout_images(synthetic=2)][:8])
     logits_fp32_attention = _run(int8, {"pixel_values": x})
