@@ -15,9 +15,11 @@ with ``tune=False`` (same graphs) and times them with the project's benchmark
 harness (``deepfake-edge bench``: one process per engine, interleaved rounds,
 torch fp32 eager as the baseline), then profiles the per-op time of fp32, the
 onnxruntime baseline and our int8 (``int8-ov`` runs on OpenVINO, as the
-runtime runs it). Two more int8 graphs are added to that bundle as variants
+runtime runs it). More int8 graphs are added to that bundle as variants
 and timed beside them: ``int8-unfused``, without the graph fusions (attention,
-GELU), so their gain is measured in the same run, and, when a fidelity run left
+GELU), so their gain is measured in the same run; ``int8-att8``, with 8-bit
+attention (``export/attention_int8.py``, not shipped: see docs/attention-int8.md
+for its fidelity), so its gain on the machine at hand is measured; and, when a fidelity run left
 a proxy bundle whose int8 kept MatMuls in fp32, ``int8-mixed``, with the same
 MatMuls in fp32, so the cost of the mixed precision the tuned export chose is
 timed too.
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 
 GPU_ONLY = ("fp16",)  # slower than fp32 on CPU by design: not timed
-UNFUSED, MIXED = "int8-unfused", "int8-mixed"
+UNFUSED, MIXED, ATTENTION_INT8 = "int8-unfused", "int8-mixed", "int8-att8"
 
 
 def _mb(path: Path) -> float:
@@ -142,7 +144,8 @@ def latency(out: Path, threads: int, runs: int | None = None, *, quick: bool = F
     bench = run_bench(options, argv, program=("python", "-m", "deepfake_edge.benchmarks.quantization"))
     manifest = Manifest.read(bundle / MANIFEST_NAME)
     shape = (1, 3, arch.image_size, arch.image_size)
-    profiled = {"fp32": "fp32", "int8-ort": "int8-ort", "int8 unfused": UNFUSED, "int8": "int8"}
+    profiled = {"fp32": "fp32", "int8-ort": "int8-ort", "int8 unfused": UNFUSED, "int8": "int8",
+                "int8 att8": ATTENTION_INT8}
     profiles = {label: profile_ops(bundle / manifest.variants[name].file, shape, threads=threads, runs=2)
                 for label, name in profiled.items()}
     return {"label": RANDOM_LABEL, "architecture": arch.name, "threads": bench["settings"]["threads"],
@@ -151,7 +154,7 @@ def latency(out: Path, threads: int, runs: int | None = None, *, quick: bool = F
 
 
 def _add_int8_variants(out: Path, bundle: Path, num_heads: int, hidden_size: int) -> None:
-    """int8 without the graph fusions (their measured gain) and, if a proxy bundle kept MatMuls fp32, with those."""
+    """int8 without the graph fusions, with 8-bit attention and, if a proxy bundle kept MatMuls fp32, with those."""
     import dataclasses
 
     import onnx
@@ -164,12 +167,13 @@ def _add_int8_variants(out: Path, bundle: Path, num_heads: int, hidden_size: int
 
     manifest = Manifest.read(bundle / MANIFEST_NAME)  # drop what an earlier run added
     write_manifest(bundle, dataclasses.replace(
-        manifest, variants={k: v for k, v in manifest.variants.items() if k not in (UNFUSED, MIXED)}))
+        manifest, variants={k: v for k, v in manifest.variants.items() if k not in (UNFUSED, MIXED, ATTENTION_INT8)}))
     # Speed only (random weights): the smoothing alpha and weight rounding do not change the graph.
     calibration = Detector.load(bundle, "fp32").preprocess([i.image for i in heldout_images()[:4]])
     fp32 = onnx.load(bundle / "model.onnx")
     extra: dict[str, tuple[dict[str, Any], str]] = {
         UNFUSED: ({"fuse": False}, "int8 without the attention and GELU fusions"),
+        ATTENTION_INT8: ({"attention": "int8"}, "int8 with 8-bit attention (SageAttention-style; speed only)"),
     }
     proxy_manifest = out / "proxy-bundle" / MANIFEST_NAME
     tuned = Manifest.read(proxy_manifest).variants.get("int8") if proxy_manifest.is_file() else None

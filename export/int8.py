@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from .attention_int8 import ATTENTION_FP32, with_attention
 from .fidelity import HELD_OUT_MARGIN, budget_score, calibration_fidelity, calibration_logits, gate_ratio, summary
 from .fusions import fuse_graph
 from .quantize import dequantized_weights, quantizable_matmuls, quantize_per_token
@@ -59,19 +60,21 @@ OPENVINO_OPTIONS: dict[str, str] = {"INFERENCE_PRECISION_HINT": "bf16", "DYNAMIC
 
 
 def untuned_int8(fp32: onnx.ModelProto, calibration: np.ndarray | dict[str, np.ndarray], num_heads: int,
-                 hidden_size: int, *,
-                 fuse: bool = True, exclude: Sequence[str] = ()) -> tuple[onnx.ModelProto, dict[str, Any]]:
+                 hidden_size: int, *, fuse: bool = True, exclude: Sequence[str] = (),
+                 attention: str = ATTENTION_FP32) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The ``int8`` graph without the calibration-driven search, and its manifest record.
 
     Alpha 0.5 and round-to-nearest weights: the same ops as the tuned graph,
     so the same speed. ``fuse=False`` and ``exclude`` (MatMul names kept fp32)
-    let the latency benchmark time what the fusions and the mixed precision cost.
+    let the latency benchmark time what the fusions and the mixed precision cost;
+    ``attention`` is the precision of the fused attention (``attention_int8``).
     ``calibration``: NCHW images, or the LayerNorm ranges of :class:`~.calibration.CalibrationStats`.
     """
     fused, fusions = fuse_graph(fp32, num_heads, hidden_size) if fuse else (fp32, {})
     smoothed = smooth_layernorms(fused, calibration, alpha=DEFAULT_ALPHA)[0]
     model, quantized = quantize_per_token(smoothed, exclude=exclude)
-    return model, {**fusions, "smoothing_alpha": DEFAULT_ALPHA, "weight_rounding": "nearest",
+    model, attention_record = with_attention(model, attention if fuse else ATTENTION_FP32)
+    return model, {**fusions, **attention_record, "smoothing_alpha": DEFAULT_ALPHA, "weight_rounding": "nearest",
                    "quantized_matmuls": len(quantized), "excluded_nodes": list(exclude), "tune": False}
 
 

@@ -200,40 +200,42 @@ RECIPES: dict[str, Recipe] = {
     for recipe in (
         Recipe("fp32", "model.onnx",
                "The fp32 export, validated against torch; the reference for every other variant.",
-               _copy_fp32, settings={"method": "optimum.exporters.onnx"}),
+               _copy_fp32, settings={"method": "optimum.exporters.onnx", "attention": "fp32"}),
         Recipe("int8", "model_int8.onnx",
                "Default. int8 weights (per channel) and int8 activations (per token) for every linear layer, "
                "SmoothQuant scales folded into the LayerNorms (alpha chosen on calibration images), attention "
                "fused into MultiHeadAttention and kept fp32, GELUs fused into FastGelu/BiasGelu; the most "
                "sensitive layers stay fp32 if needed to meet the fidelity budget.",
                build_int8, batch_invariant=True, gated=True,
-               settings={"method": "deepfake_edge per-token int8 (MatMulIntegerToFloat)"}),
+               settings={"method": "deepfake_edge per-token int8 (MatMulIntegerToFloat)", "attention": "fp32"}),
         Recipe("int8-ort", "model_int8_ort.onnx",
                "Baseline: onnxruntime quantize_dynamic, per-channel weights, MatMul only (MatMulConstBOnly), "
                "one activation scale per tensor per run (so it runs one image at a time).",
-               _ort_dynamic, batch_invariant=False, gated=True, settings=_ORT_DYNAMIC, logits_from_patches=True),
+               _ort_dynamic, batch_invariant=False, gated=True, settings={**_ORT_DYNAMIC, "attention": "fp32"},
+               logits_from_patches=True),
         Recipe("int8-static", "model_int8_static.onnx",
                "Static QDQ int8: activation ranges calibrated once (Percentile 99.99) on the calibration "
                "images after smoothing; per-channel weights; linear layers only; attention fused and fp32, "
                "GELUs fused.",
                build_static_int8, batch_invariant=True, gated=True,
-               settings={"method": "onnxruntime.quantization.quantize_static (QDQ)"}),
+               settings={"method": "onnxruntime.quantization.quantize_static (QDQ)", "attention": "fp32"}),
         Recipe("int8-ov", "model_int8_ov.onnx",
                "int8 weights tuned like int8 (smoothing, GPTQ), run by OpenVINO's CPU plugin "
                "(pip install 'deepfake-edge[openvino]'): activations quantized to int8 at run time in groups "
                "of 64 channels, everything else (attention included) in bf16 where the CPU supports it.",
                build_int8_openvino, batch_invariant=False, gated=True,
-               settings={"method": "deepfake_edge weights-only int8 ONNX + OpenVINO dynamic quantization"},
+               settings={"method": "deepfake_edge weights-only int8 ONNX + OpenVINO dynamic quantization",
+                         "attention": "bf16 where the CPU has it (OpenVINO), else fp32"},
                backend=OPENVINO, backend_options=OPENVINO_OPTIONS, logits_from_patches=True),
         Recipe("int4", "model_int4.onnx",
                "Weight-only 4-bit (MatMulNBits, blocks of 32, symmetric) for the smallest file; "
                "activations int8 inside the kernel. Fidelity is recorded as measured, even when poor.",
                build_int4, batch_invariant=False,
-               settings={"method": "onnxruntime MatMulNBitsQuantizer"}),
+               settings={"method": "onnxruntime MatMulNBitsQuantizer", "attention": "fp32"}),
         Recipe("fp16", "model_fp16.onnx",
                "fp16 weights and compute for GPU execution providers (CUDA, DirectML). "
                "Slower than fp32 on CPU.",
-               build_fp16, settings={"method": "onnxruntime.transformers.float16"}),
+               build_fp16, settings={"method": "onnxruntime.transformers.float16", "attention": "fp16"}),
     )
 }
 

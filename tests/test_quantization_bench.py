@@ -2,7 +2,7 @@
 
 Speed figures of a tiny random model mean nothing, so nothing here is about
 time: the command must run end to end, time every variant (and the extra int8
-graph it adds) in ``deepfake-edge bench``'s worker processes, and the extra
+graphs it adds) in ``deepfake-edge bench``'s worker processes, and the extra
 graph must be what its name says, checked on the ONNX file itself.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-CPU_VARIANTS = ["fp32", "int8", "int8-ort", "int8-static", "int8-ov", "int4", "int8-unfused"]
+CPU_VARIANTS = ["fp32", "int8", "int8-ort", "int8-static", "int8-ov", "int4", "int8-unfused", "int8-att8"]
 
 
 def _ops(path: Path) -> Counter[str]:
@@ -39,7 +39,7 @@ def test_latency_quick_times_every_recipe_through_the_bench_harness(tmp_path: Pa
     bench = json.loads(Path(result["bench_results"]).read_text())
     assert bench["command"][:3] == ["python", "-m", "deepfake_edge.benchmarks.quantization"]
     assert {r["engine"] for r in bench["rows"]} == {"torch", "deepfake-edge"}  # Optimum is not part of this table
-    assert set(result["profiles"]) == {"fp32", "int8-ort", "int8 unfused", "int8"}
+    assert set(result["profiles"]) == {"fp32", "int8-ort", "int8 unfused", "int8", "int8 att8"}
 
     bundle = tmp_path / "tiny-bundle"
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -51,3 +51,8 @@ def test_latency_quick_times_every_recipe_through_the_bench_harness(tmp_path: Pa
     assert fused["MultiHeadAttention"] == 2 and unfused["MultiHeadAttention"] == 0 and unfused["Softmax"] == 2
     assert fused["FastGelu"] + fused["BiasGelu"] == 2 and unfused["FastGelu"] + unfused["BiasGelu"] == 0
     assert manifest["variants"]["int8"]["recipe"]["tune"] is False
+    # 8-bit attention: no fp32 MultiHeadAttention left, two int8 GEMMs per head (tiny: 4 heads x 2 layers)
+    att8 = _ops(bundle / manifest["variants"]["int8-att8"]["file"])
+    assert att8["MultiHeadAttention"] == 0 and att8["MatMulIntegerToFloat"] == 12 + 2 * 4 * 2
+    assert manifest["variants"]["int8-att8"]["recipe"]["attention"] == "int8"
+    assert manifest["variants"]["int8"]["recipe"]["attention"] == "fp32"
