@@ -44,11 +44,15 @@ class Architecture:
     processor_class: str    # the slow (PIL) image processor the runtime replicates
     encoder_config: str     # attribute of the config holding the encoder geometry ("" = the config itself)
     onnx_config: type | None = None  # passed to Optimum instead of its registered config for the model type
+    # logits = classifier(mean of the patch tokens): the per-patch logits then decompose them exactly, so the
+    # export adds the evidence maps' output. ViT classifies its CLS token: no such decomposition, no maps.
+    mean_pooled: bool = True
 
 
 ARCHITECTURES = {
     "siglip": Architecture("SiglipForImageClassification", "SiglipImageProcessor", "vision_config"),
-    "vit": Architecture("ViTForImageClassification", "ViTImageProcessor", "", FixedSizeViTOnnxConfig),
+    "vit": Architecture("ViTForImageClassification", "ViTImageProcessor", "", FixedSizeViTOnnxConfig,
+                        mean_pooled=False),
 }
 
 #: model types refused with the reason.

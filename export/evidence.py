@@ -83,19 +83,27 @@ def pool_patch_logits(path: Path) -> None:
 
 
 def run_with_patches(model: Path, pixel_values: np.ndarray, *, backend: str = "onnxruntime",
-                     backend_options: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``logits`` and ``patch_logits`` of the model file, one image per run (the fidelity measurements' path)."""
+                     backend_options: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``logits`` and ``patch_logits`` of the model file, one image per run (the fidelity measurements' path);
+    None for the patch logits of a model without them (an architecture that is not mean-pooled)."""
     session = create_session(model, backend=backend, backend_options=backend_options)
+    if EVIDENCE_OUTPUT not in {o.name for o in session.get_outputs()}:
+        return run_outputs(session, pixel_values, (OUTPUT_NAME,), per_image=True)[0], None
     logits, patches = run_outputs(session, pixel_values, (OUTPUT_NAME, EVIDENCE_OUTPUT), per_image=True)
     return logits, patches
 
 
-def torch_outputs(checkpoint: Checkpoint, pixel_values: np.ndarray, batch_size: int = 4
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """torch's logits and ``classifier(last_hidden_state)``: the reference the fp32 export must reproduce."""
+def torch_outputs(checkpoint: Checkpoint, pixel_values: np.ndarray, batch_size: int = 4, *,
+                  patches_too: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """torch's logits and ``classifier(last_hidden_state)``: the reference the fp32 export must reproduce.
+    ``patches_too=False``: the model's own logits alone (an architecture without evidence maps)."""
     import torch
 
     model = checkpoint.model
+    if not patches_too:
+        with torch.inference_mode():
+            return np.concatenate([model(pixel_values=torch.from_numpy(pixel_values[i : i + batch_size])).logits.numpy()
+                                   for i in range(0, len(pixel_values), batch_size)]), None
     logits, patches = [], []
     with torch.inference_mode():
         for i in range(0, len(pixel_values), batch_size):

@@ -137,7 +137,8 @@ def export_fp32(checkpoint: Checkpoint, out_dir: Path, *, opset: int | None = No
         raise ExportError(f"Optimum did not write {model}")
     if any(p.name.endswith((".onnx_data", ".data")) for p in out_dir.iterdir()):
         raise ExportError("the model exported with external weight data (>2 GB), which bundles do not support yet")
-    onnx.save(add_patch_logits(onnx.load(model)), model)  # the evidence maps' output (see .evidence)
+    if ARCHITECTURES[checkpoint.model.config.model_type].mean_pooled:
+        onnx.save(add_patch_logits(onnx.load(model)), model)  # the evidence maps' output (see .evidence)
     return model
 
 
@@ -157,8 +158,9 @@ def validate_export(
     atol: float = DEFAULT_ATOL,
     batch_size: int = 4,
     torch_images: int | None = DEFAULT_TORCH_IMAGES,
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
-    """Check preprocessing (must be bit-exact, all images), fp32 logits and patch logits (within ``atol``).
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray | None]:
+    """Check preprocessing (must be bit-exact, all images), fp32 logits and patch logits (within ``atol``;
+    None for a model without evidence maps).
 
     The fp32 logits are compared with torch on ``torch_images`` of the images,
     spread evenly over the list (None: all). Returns the record for the manifest,
@@ -178,9 +180,11 @@ def validate_export(
         )
     fp32_logits, patches = run_with_patches(onnx_path, reference)
     checked = spread_indices(len(images), torch_images)
-    expected, expected_patches = torch_outputs(checkpoint, reference[checked], batch_size)
-    per_image = np.maximum(np.abs(fp32_logits[checked] - expected).max(axis=1),
-                           np.abs(patches[checked] - expected_patches).max(axis=(1, 2)))
+    expected, expected_patches = torch_outputs(checkpoint, reference[checked], batch_size,
+                                               patches_too=patches is not None)
+    per_image = np.abs(fp32_logits[checked] - expected).max(axis=1)
+    if patches is not None and expected_patches is not None:  # a model with evidence maps (see .evidence)
+        per_image = np.maximum(per_image, np.abs(patches[checked] - expected_patches).max(axis=(1, 2)))
     names = [images[i].name for i in checked]
     record = {
         "images": len(images),
@@ -189,7 +193,9 @@ def validate_export(
         "preprocess_max_abs_diff": pre_diff,
         "fp32_vs_torch_max_abs_logit_diff": float(per_image.max()),
         "fp32_vs_torch_worst_image": names[int(per_image.argmax())],
-        "fp32_vs_torch_max_abs_patch_logit_diff": float(np.abs(patches[checked] - expected_patches).max()),
+        "fp32_vs_torch_max_abs_patch_logit_diff": (
+            None if patches is None or expected_patches is None
+            else float(np.abs(patches[checked] - expected_patches).max())),
     }
     if per_image.max() > atol:
         bad = [f"{names[i]}: {per_image[i]:.3g}" for i in np.argsort(-per_image)[:5] if per_image[i] > atol]
@@ -197,5 +203,6 @@ def validate_export(
             f"fp32 ONNX logits or patch logits differ from torch by up to {per_image.max():.3g} (> atol {atol:g}) on "
             f"{int((per_image > atol).sum())} of {len(checked)} images: " + "; ".join(bad)
         )
-    record["fp32_patch_logits"] = check_patch_logits("fp32", fp32_logits, patches, [item.name for item in images])
+    if patches is not None:
+        record["fp32_patch_logits"] = check_patch_logits("fp32", fp32_logits, patches, [item.name for item in images])
     return record, reference, fp32_logits, patches

@@ -227,7 +227,7 @@ class HeldOut:
 
     pixel_values: np.ndarray
     reference: np.ndarray           # fp32 logits
-    reference_patches: np.ndarray   # fp32 patch_logits
+    reference_patches: np.ndarray | None  # fp32 patch_logits (None: a model without evidence maps)
     names: list[str]
     labels: tuple[str, ...]
     positive: str | None
@@ -237,8 +237,9 @@ class HeldOut:
         """Fidelity of the model file against fp32, its evidence maps' included (one image per run)."""
         logits, patches = run_with_patches(path, self.pixel_values, backend=backend, backend_options=backend_options)
         fidelity = compare(self.reference, logits, self.names, self.labels, self.positive)
-        fidelity["evidence"] = {**check_patch_logits(name, logits, patches, self.names),
-                                **map_fidelity(self.reference_patches, patches, self.labels, self.positive)}
+        if patches is not None and self.reference_patches is not None:
+            fidelity["evidence"] = {**check_patch_logits(name, logits, patches, self.names),
+                                    **map_fidelity(self.reference_patches, patches, self.labels, self.positive)}
         return fidelity
 
     def of_model(self, model: onnx.ModelProto) -> dict[str, Any]:
@@ -258,7 +259,7 @@ def _build_variant(recipe: Recipe, ctx: BuildContext, held_out: HeldOut, budget:
     """
     with _step(log, f"building {recipe.name}"):
         built = recipe.build(ctx)
-        if recipe.logits_from_patches:
+        if recipe.logits_from_patches and held_out.reference_patches is not None:
             pool_patch_logits(ctx.out)
             built["logits"] = "ReduceMean(patch_logits)"
     # int8 measured the model it saved on these images already (to decide how many layers stay fp32)

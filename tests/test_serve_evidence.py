@@ -20,7 +20,7 @@ httpx = pytest.importorskip("httpx", reason="the service tests need httpx ([test
 from deepfake_edge import Detector
 
 from old_bundles import old_copy
-from serve_helpers import running
+from serve_helpers import KEY, running
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -109,6 +109,9 @@ def test_page_overlay_changes_the_top_hotspot_and_toggles(service, fp32: Detecto
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"{url}/")
+            page.wait_for_selector("#key-form:not([hidden])", timeout=10_000)  # the service's key, asked once
+            page.fill("#api-key", KEY)
+            page.click("#key-form button")
             page.wait_for_selector("#model-info:has-text('variant fp32')", timeout=10_000)
             page.set_input_files("#file", str(photo))
             page.wait_for_selector("#result[data-state='done']", timeout=15_000)

@@ -175,8 +175,7 @@ def _predict(
 
 
 def _gated(bundle: Path, name: str) -> bool:
-    record = json.loads((bundle / "manifest.json").read_text())["validation"]["fidelity_budget"][name]
-    return bool(record["met_on_calibration"] and record["met_on_held_out"])
+    return passed_gate(Manifest.read(bundle / "manifest.json"), name)[0]
 
 
 def test_auto_with_openvino_installed(ov_bundle: Path, photo_paths: list[Path]) -> None:

@@ -177,7 +177,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     detector = load_detector(args)
     positive = detector.require_evidence() if args.evidence is not None else "fake"  # an old bundle: refused now
-    sources = list(expand_sources(args.sources))
     if not sources:
         print("deepfake-edge scan: no video files found", file=sys.stderr)
         return EXIT_INPUT_FAILED
